@@ -1,0 +1,34 @@
+"""crossprefill-agents: cross-family speculative prefill as prompt-compression middleware.
+
+A small draft model reads a long context with the question, its attention says which
+parts matter, and the context is cut down to a budget counted in the *target* model's
+tokens, whatever family the target belongs to.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .compressor import CompressionResult, PromptCompressor, Timings
+from .config import CompressionConfig
+from .draft import DraftError, DraftModel, DraftTimeoutError
+from .embedded import EMBEDDED_MODELS, ModelNotAvailableError
+from .targets import TokenCounter, resolve_target
+
+try:
+    __version__ = version("crossprefill-agents")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "CompressionConfig",
+    "CompressionResult",
+    "DraftError",
+    "DraftModel",
+    "DraftTimeoutError",
+    "ModelNotAvailableError",
+    "PromptCompressor",
+    "Timings",
+    "TokenCounter",
+    "__version__",
+    "resolve_target",
+]

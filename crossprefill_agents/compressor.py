@@ -1,0 +1,267 @@
+"""PromptCompressor: the facade users call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import CompressionConfig, _check_keep_rate, _check_max_tokens
+from .draft import DraftModel
+from .selection import Unit, make_units, protected_spans, select
+from .targets import TokenCounter, resolve_target
+
+__all__ = ["CompressionResult", "PromptCompressor", "Timings"]
+
+logger = logging.getLogger(__name__)
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the seconds of one compression went."""
+
+    draft_prefill_s: float = 0.0  # draft forward over the prompt (all windows)
+    lookahead_s: float = 0.0  # the query steps: last prompt token + greedy look-ahead
+    selection_s: float = 0.0  # units, budget search on the target tokenizer, rendering
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """One compressed context.
+
+    ``kept_spans`` are ``(start, end)`` character offsets into the original context, in
+    order and non-overlapping; ``text`` is their slices joined by the delimiter.
+    """
+
+    text: str
+    kept_spans: tuple[Span, ...]
+    original_tokens: int  # target tokens of the original context
+    compressed_tokens: int  # target tokens of ``text``
+    keep_rate: float  # compressed_tokens / original_tokens (1.0 for an empty context)
+    budget_tokens: int  # the target-token budget this context was compressed to (its share, for documents)
+    draft_tokens: int  # draft tokens of this context (0 when the draft did not run)
+    timings: Timings
+    fallback_reason: str | None = None  # why the context was passed through after a draft failure
+
+    @property
+    def saved_tokens(self) -> int:
+        """Target tokens saved: ``original_tokens - compressed_tokens``."""
+        return self.original_tokens - self.compressed_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        d = asdict(self)
+        d["kept_spans"] = [list(s) for s in self.kept_spans]
+        return d
+
+
+class PromptCompressor:
+    """Shortens long contexts for a target model using a small draft model's attention.
+
+    Build it from ready objects (``PromptCompressor(model, tokenizer, target=...)`` or a
+    :class:`DraftModel`) or load a draft with :meth:`from_pretrained`. One instance can be
+    shared across threads and asyncio tasks; the draft runs one forward at a time.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        target: object = None,
+        config: CompressionConfig | None = None,
+    ) -> None:
+        if isinstance(model, DraftModel):
+            if tokenizer is not None:
+                raise TypeError("pass a tokenizer only with a transformers model, not with a DraftModel")
+            self.draft = model
+        else:
+            if tokenizer is None:
+                raise TypeError("PromptCompressor(model, tokenizer): the draft's tokenizer is required")
+            self.draft = DraftModel(model, tokenizer)
+        if config is not None and not isinstance(config, CompressionConfig):
+            raise TypeError(f"config must be a CompressionConfig, got {type(config).__name__}")
+        self.config = config or CompressionConfig()
+        # No target: budgets are counted in the draft's own tokens.
+        self.target: TokenCounter = resolve_target(self.draft.tokenizer if target is None else target)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str | Path = "smollm2-135m",
+        *,
+        target: object = None,
+        config: CompressionConfig | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> PromptCompressor:
+        """Load a draft (embedded alias, ``.gguf`` file, local folder or hub id) and wrap it.
+
+        ``target`` says whose tokens the budget counts: a tiktoken encoding or OpenAI model
+        name, a transformers tokenizer or its id/path, or a callable ``str -> int``; by
+        default the draft's own tokenizer.
+        """
+        draft = DraftModel.from_pretrained(
+            name,
+            device=device,
+            dtype=dtype,
+            local_files_only=local_files_only,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
+        )
+        if isinstance(target, str):
+            target = resolve_target(target, local_files_only=local_files_only)
+        return cls(draft, target=target, config=config)
+
+    # ----------------------------------------------------------------- public
+    def compress(
+        self,
+        context: str,
+        query: str = "",
+        *,
+        keep_rate: float | None = None,
+        max_tokens: int | None = None,
+    ) -> CompressionResult:
+        """Compress one context for the target, conditioned on ``query`` (which is never compressed).
+
+        The budget is ``max_tokens`` target tokens when given (here or in the config),
+        else ``keep_rate`` of the context's target tokens.
+        """
+        _check_str(context, "context")
+        return self._compress([context], query, keep_rate, max_tokens)[0]
+
+    def compress_documents(
+        self,
+        documents: Sequence[str],
+        query: str = "",
+        *,
+        keep_rate: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[CompressionResult]:
+        """Compress several documents under one shared budget; one result per document, in order.
+
+        The draft reads the documents together, so their scores compare, and the best
+        units of all of them are kept until the shared budget is met: a document may be
+        kept whole or dropped entirely.
+        """
+        if isinstance(documents, str) or not isinstance(documents, Sequence):
+            raise TypeError(f"documents must be a list of str, got {type(documents).__name__}")
+        for i, d in enumerate(documents):
+            _check_str(d, f"documents[{i}]")
+        return self._compress(list(documents), query, keep_rate, max_tokens)
+
+    async def acompress(
+        self,
+        context: str,
+        query: str = "",
+        *,
+        keep_rate: float | None = None,
+        max_tokens: int | None = None,
+    ) -> CompressionResult:
+        """:meth:`compress` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(self.compress, context, query, keep_rate=keep_rate, max_tokens=max_tokens)
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[str],
+        query: str = "",
+        *,
+        keep_rate: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[CompressionResult]:
+        """:meth:`compress_documents` in a worker thread."""
+        return await asyncio.to_thread(
+            self.compress_documents, documents, query, keep_rate=keep_rate, max_tokens=max_tokens
+        )
+
+    # ---------------------------------------------------------------- private
+    def _compress(
+        self, docs: list[str], query: str, keep_rate: float | None, max_tokens: int | None
+    ) -> list[CompressionResult]:
+        _check_str(query, "query")
+        if keep_rate is not None:
+            _check_keep_rate(keep_rate)
+        _check_max_tokens(max_tokens)
+        cfg = self.config.with_overrides(keep_rate=keep_rate, max_tokens=max_tokens)
+        t0 = time.perf_counter()
+        originals = [self.target.count(d) if d.strip() else 0 for d in docs]
+        total = sum(originals)
+        cap = cfg.max_tokens if cfg.max_tokens is not None else round(cfg.keep_rate * total)
+        if total == 0 or total < cfg.min_tokens or cap >= total:
+            return [
+                _unchanged(d, n, n, Timings(total_s=time.perf_counter() - t0))
+                for d, n in zip(docs, originals, strict=True)
+            ]
+
+        deadline = time.monotonic() + cfg.timeout_s if cfg.timeout_s is not None else None
+        try:
+            scored = self.draft.score(docs, query, config=cfg, deadline=deadline)
+        except Exception as e:  # fail open: a broken draft must not break the agent
+            if cfg.on_error == "raise":
+                raise
+            reason = f"{type(e).__name__}: {e}"
+            logger.warning("draft scoring failed, passing the context through unchanged: %s", reason)
+            timings = Timings(total_s=time.perf_counter() - t0)
+            return [_unchanged(d, n, n, timings, reason) for d, n in zip(docs, originals, strict=True)]
+
+        t1 = time.perf_counter()
+        units: list[Unit] = []
+        for i, (doc, toks, sc) in enumerate(zip(docs, scored.tokens, scored.scores, strict=True)):
+            units += make_units(
+                doc, toks.offsets, sc, doc=i, chunk_size=cfg.chunk_size, snap_to_words=cfg.snap_to_words
+            )
+        protected = [protected_spans(d, cfg.protect_patterns) for d in docs]
+        chosen = select(docs, units, protected, budget=cap, count=self.target.count, delimiter=cfg.delimiter)
+        t2 = time.perf_counter()
+        timings = Timings(
+            draft_prefill_s=scored.prefill_s,
+            lookahead_s=scored.lookahead_s,
+            selection_s=t2 - t1,
+            total_s=t2 - t0,
+        )
+        results = []
+        for i in range(len(docs)):
+            n_orig = originals[i]
+            share = round(cap * n_orig / total)
+            results.append(
+                CompressionResult(
+                    text=chosen.texts[i],
+                    kept_spans=chosen.spans[i],
+                    original_tokens=n_orig,
+                    compressed_tokens=chosen.tokens[i],
+                    keep_rate=chosen.tokens[i] / n_orig if n_orig else 1.0,
+                    budget_tokens=cap if len(docs) == 1 else share,
+                    draft_tokens=len(scored.tokens[i].ids),
+                    timings=timings,
+                )
+            )
+        return results
+
+
+def _check_str(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+
+
+def _unchanged(text: str, n_tokens: int, budget: int, timings: Timings, reason: str | None = None) -> CompressionResult:
+    return CompressionResult(
+        text=text,
+        kept_spans=((0, len(text)),) if text else (),
+        original_tokens=n_tokens,
+        compressed_tokens=n_tokens,
+        keep_rate=1.0,
+        budget_tokens=budget,
+        draft_tokens=0,
+        timings=timings,
+        fallback_reason=reason,
+    )

@@ -1,0 +1,124 @@
+"""The one frozen bag of knobs that steers a compression.
+
+Every field is validated on construction, so a bad value fails where it is written,
+not deep inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+__all__ = ["CompressionConfig"]
+
+OnError = Literal["fallback", "raise"]
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """How a context is scored by the draft and cut down for the target.
+
+    Budget: give ``keep_rate`` (a fraction of the context's *target* tokens) or
+    ``max_tokens`` (an absolute number of target tokens); ``max_tokens`` wins when both
+    are set. Both can also be passed per call to ``PromptCompressor.compress``.
+    """
+
+    # --- budget (in target tokens) ---
+    keep_rate: float = 0.25  # fraction of the context's target tokens to keep, in (0, 1]
+    max_tokens: int | None = None  # hard cap on the compressed context's target tokens
+    min_tokens: int = 256  # contexts shorter than this many target tokens pass through unchanged
+    budget_tolerance: float = 0.03  # the achieved keep rate may fall this far (relative) below the request
+
+    # --- scoring (the published speculative-prefill method) ---
+    lookahead: int = 8  # greedy look-ahead tokens generated after the prompt; 0 = last prompt token only
+    pool_kernel: int = 13  # width of the average pooling along context keys (odd, >= 1)
+    query_separator: str = "\n\n"  # text placed between the context and the query in the draft prompt
+
+    # --- selection ---
+    chunk_size: int = 32  # draft tokens per selection chunk
+    delimiter: str = " [...] "  # joins kept spans that have a gap between them
+    protect: tuple[str, ...] = ()  # regular expressions whose matches are never dropped
+    snap_to_words: bool = True  # move chunk edges to the nearest word boundary (no cut words)
+
+    # --- draft execution ---
+    window_tokens: int | None = None  # draft tokens per scoring window; None = the draft's position limit
+    prefill_chunk_tokens: int = 2048  # prefill this many tokens per forward pass (bounds peak memory)
+    timeout_s: float | None = None  # give up on the draft after this many seconds (then fall back or raise)
+    on_error: OnError = "fallback"  # "fallback": return the context unchanged and log; "raise": re-raise
+
+    _compiled_protect: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        _check_keep_rate(self.keep_rate)
+        _check_max_tokens(self.max_tokens)
+        if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 0:
+            raise ValueError(f"min_tokens must be an int >= 0, got {self.min_tokens!r}")
+        if not 0.0 <= self.budget_tolerance < 1.0:
+            raise ValueError(f"budget_tolerance must be in [0, 1), got {self.budget_tolerance!r}")
+        if not isinstance(self.lookahead, int) or self.lookahead < 0:
+            raise ValueError(f"lookahead must be an int >= 0 (8 in the paper), got {self.lookahead!r}")
+        if not isinstance(self.pool_kernel, int) or self.pool_kernel < 1 or self.pool_kernel % 2 == 0:
+            raise ValueError(f"pool_kernel must be an odd int >= 1 (13 in the paper), got {self.pool_kernel!r}")
+        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be an int >= 1 (32 in the paper), got {self.chunk_size!r}")
+        if not isinstance(self.delimiter, str):
+            raise TypeError(f"delimiter must be a str, got {type(self.delimiter).__name__}")
+        if not isinstance(self.query_separator, str):
+            raise TypeError(f"query_separator must be a str, got {type(self.query_separator).__name__}")
+        if self.window_tokens is not None and (not isinstance(self.window_tokens, int) or self.window_tokens < 64):
+            raise ValueError(f"window_tokens must be None or an int >= 64, got {self.window_tokens!r}")
+        if not isinstance(self.prefill_chunk_tokens, int) or self.prefill_chunk_tokens < 16:
+            raise ValueError(f"prefill_chunk_tokens must be an int >= 16, got {self.prefill_chunk_tokens!r}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be None or > 0 seconds, got {self.timeout_s!r}")
+        if self.on_error not in ("fallback", "raise"):
+            raise ValueError(f"on_error must be 'fallback' or 'raise', got {self.on_error!r}")
+        if isinstance(self.protect, str):
+            raise TypeError(
+                "protect must be a sequence of regular expressions, not a single str: use protect=(r'...',)"
+            )
+        patterns = tuple(self.protect)
+        compiled = []
+        for p in patterns:
+            try:
+                compiled.append(re.compile(p))
+            except (re.error, TypeError) as e:
+                raise ValueError(f"protect pattern {p!r} is not a valid regular expression: {e}") from e
+        object.__setattr__(self, "protect", patterns)
+        object.__setattr__(self, "_compiled_protect", tuple(compiled))
+
+    @classmethod
+    def paper(cls) -> CompressionConfig:
+        """The faithful published speculative-prefill scorer: 8 look-ahead tokens, kernel 13, 32-token chunks."""
+        return cls(lookahead=8, pool_kernel=13, chunk_size=32, snap_to_words=False)
+
+    def with_overrides(self, *, keep_rate: float | None = None, max_tokens: int | None = None) -> CompressionConfig:
+        """A copy with a per-call budget; ``None`` keeps this config's value."""
+        changes: dict[str, object] = {}
+        if keep_rate is not None:
+            changes["keep_rate"] = keep_rate
+        if max_tokens is not None:
+            changes["max_tokens"] = max_tokens
+        return replace(self, **changes) if changes else self  # type: ignore[arg-type]
+
+    @property
+    def protect_patterns(self) -> tuple[re.Pattern[str], ...]:
+        """The compiled ``protect`` expressions."""
+        return self._compiled_protect
+
+
+def _check_keep_rate(keep_rate: object) -> None:
+    if isinstance(keep_rate, bool) or not isinstance(keep_rate, (int, float)):
+        raise TypeError(f"keep_rate must be a number in (0, 1], got {type(keep_rate).__name__}")
+    if not 0.0 < float(keep_rate) <= 1.0:
+        raise ValueError(f"keep_rate must be in (0, 1] (the fraction of target tokens to keep), got {keep_rate!r}")
+
+
+def _check_max_tokens(max_tokens: object) -> None:
+    if max_tokens is None:
+        return
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise TypeError(f"max_tokens must be None or an int >= 0, got {type(max_tokens).__name__}")
+    if max_tokens < 0:
+        raise ValueError(f"max_tokens must be >= 0 target tokens, got {max_tokens!r}")

@@ -1,0 +1,297 @@
+"""Loading a draft model and running it to score context tokens.
+
+Memory stays linear in the context length: the prompt is prefilled in blocks with the
+model's own fused attention (sdpa), and only the few query steps (the last prompt token
+and the greedy look-ahead tokens) run with eager attention to expose their weights,
+one row per layer and head, never an n x n map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._text import sanitize
+from .config import CompressionConfig
+from .scoring import aggregate_step, context_slice, mean_over_steps
+
+__all__ = ["DraftError", "DraftModel", "DraftScores", "DraftTimeoutError", "TokenizedText", "load_gguf"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 8192  # draft tokens per window when the model states no position limit
+
+
+class DraftError(RuntimeError):
+    """The draft could not score the context (broken model, too-long query, ...)."""
+
+
+class DraftTimeoutError(DraftError):
+    """Scoring ran past ``CompressionConfig.timeout_s``."""
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Draft tokens of a text with their character spans into it."""
+
+    ids: np.ndarray  # (n,) int64
+    offsets: np.ndarray  # (n, 2) int64, non-decreasing starts, clamped to [0, len(text)]
+
+
+@dataclass(frozen=True)
+class DraftScores:
+    """Per-document token importance from one scoring pass."""
+
+    tokens: tuple[TokenizedText, ...]  # one per document
+    scores: tuple[np.ndarray, ...]  # one (n_doc,) float64 array per document; 1.0 = uniform attention
+    prefilled_tokens: int  # draft tokens run through the model (all windows, prompt + query steps)
+    windows: int  # scoring windows used
+    prefill_s: float
+    lookahead_s: float
+
+
+def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """Load a GGUF file through transformers, dequantised to ``dtype``, as a plain savable model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {p}")
+    tokenizer = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype)
+    # The weights are dequantised in memory; drop the GGUF quantizer marks so the model can be saved.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
+
+
+class DraftModel:
+    """A small causal LM and its tokenizer, used only to score context tokens.
+
+    Safe to share between threads: one forward runs at a time.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None) -> None:
+        if not getattr(tokenizer, "is_fast", True):
+            raise TypeError(
+                "the draft tokenizer must be a fast (Rust) tokenizer: character offsets are needed to map "
+                "draft tokens back to the text"
+            )
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "name_or_path", None) or type(model).__name__
+        self._lock = threading.Lock()
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.eos_ids = frozenset(_eos_ids(model, tokenizer))
+        with_special = tokenizer("a")["input_ids"]
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        n_prefix = len(with_special) - len(plain)
+        ok = n_prefix >= 0 and list(with_special[n_prefix : n_prefix + len(plain)]) == list(plain)
+        self.prefix_ids: list[int] = list(with_special[:n_prefix]) if ok else []
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> DraftModel:
+        """Load a draft from an embedded alias, a ``.gguf`` file, a local folder or a hub id.
+
+        Embedded aliases (``smollm2-135m``, ``gemma3-270m``) load from the converted folder
+        that ``crossprefill download`` writes. ``model_kwargs`` are passed to
+        ``AutoModelForCausalLM.from_pretrained`` (copied, never modified).
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .embedded import EMBEDDED_MODELS, embedded_model_dir
+
+        kwargs = dict(model_kwargs or {})
+        kwargs.setdefault("dtype", dtype or torch.float32)
+        kwargs["trust_remote_code"] = trust_remote_code
+        source = str(name)
+        path = Path(source).expanduser()
+        if source in EMBEDDED_MODELS:
+            path = embedded_model_dir(source)
+        if path.suffix == ".gguf":
+            model, tokenizer = load_gguf(path, dtype=kwargs["dtype"])
+        elif path.is_dir() and not (path / "config.json").exists() and list(path.glob("*.gguf")):
+            model, tokenizer = load_gguf(sorted(path.glob("*.gguf"))[0], dtype=kwargs["dtype"])
+        else:
+            where = str(path) if path.is_dir() else source
+            tokenizer = AutoTokenizer.from_pretrained(
+                where, local_files_only=local_files_only, trust_remote_code=trust_remote_code
+            )
+            model = AutoModelForCausalLM.from_pretrained(where, local_files_only=local_files_only, **kwargs)
+        if device is not None:
+            model = model.to(device)
+        return cls(model, tokenizer, name=source)
+
+    # ------------------------------------------------------------------ tokens
+    def tokenize(self, text: str) -> TokenizedText:
+        """Draft tokens of ``text`` (no special tokens) with character offsets into it."""
+        if not text:
+            return TokenizedText(np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
+        enc = self.tokenizer(sanitize(text), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        offsets = np.clip(offsets, 0, len(text))
+        offsets[:, 0] = np.maximum.accumulate(offsets[:, 0]) if len(offsets) else offsets[:, 0]
+        offsets[:, 1] = np.maximum(offsets[:, 1], offsets[:, 0])
+        return TokenizedText(ids, offsets)
+
+    # ----------------------------------------------------------------- scoring
+    def score(
+        self,
+        documents: Sequence[str],
+        query: str,
+        *,
+        config: CompressionConfig,
+        deadline: float | None = None,
+    ) -> DraftScores:
+        """Score every context token of ``documents`` (read in order, joined by blank lines) against ``query``.
+
+        Contexts longer than the draft's window are split into windows that each end
+        with the query; each window's scores are scaled by its length so that 1.0 means
+        "uniform attention" in every window.
+        """
+        tokens = tuple(self.tokenize(d) for d in documents)
+        sep = self.tokenize("\n\n").ids
+        pieces: list[np.ndarray] = []
+        doc_starts: list[int] = []
+        pos = 0
+        for i, t in enumerate(tokens):
+            if i:
+                pieces.append(sep)
+                pos += len(sep)
+            doc_starts.append(pos)
+            pieces.append(t.ids)
+            pos += len(t.ids)
+        ctx_ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        query_ids = self.tokenize(config.query_separator + query).ids if query else np.zeros(0, dtype=np.int64)
+        n = len(ctx_ids)
+        scores = np.zeros(n, dtype=np.float64)
+        prefill_s = lookahead_s = 0.0
+        prefilled = 0
+        n_windows = 0
+        if n:
+            limit = config.window_tokens or self.max_positions or DEFAULT_WINDOW
+            if self.max_positions:
+                limit = min(limit, self.max_positions)
+            room = limit - len(self.prefix_ids) - len(query_ids) - config.lookahead - 1
+            if room < 64:
+                raise DraftError(
+                    f"the query takes {len(query_ids)} draft tokens and leaves no room for context in the "
+                    f"draft's {limit}-token window; shorten the query or raise window_tokens"
+                )
+            n_windows = math.ceil(n / room)
+            size = math.ceil(n / n_windows)
+            for w in range(n_windows):
+                lo, hi = w * size, min(n, (w + 1) * size)
+                ids = [*self.prefix_ids, *ctx_ids[lo:hi].tolist(), *query_ids.tolist()]
+                window_scores, p_s, l_s, used = self._score_window(
+                    ids, len(self.prefix_ids), len(self.prefix_ids) + hi - lo, config, deadline
+                )
+                scores[lo:hi] = window_scores * (hi - lo)
+                prefill_s += p_s
+                lookahead_s += l_s
+                prefilled += used
+        per_doc = tuple(scores[s : s + len(t.ids)] for s, t in zip(doc_starts, tokens, strict=True))
+        return DraftScores(tokens, per_doc, prefilled, n_windows, prefill_s, lookahead_s)
+
+    def _score_window(
+        self, ids: list[int], ctx_start: int, ctx_end: int, config: CompressionConfig, deadline: float | None
+    ) -> tuple[np.ndarray, float, float, int]:
+        from transformers import DynamicCache
+
+        device = next(self.model.parameters()).device
+        with self._lock, torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            t0 = time.perf_counter()
+            body = ids[:-1]
+            block = config.prefill_chunk_tokens
+            with self._attention(prefill=True):
+                for i in range(0, len(body), block):
+                    _check_deadline(deadline)
+                    chunk = torch.tensor([body[i : i + block]], device=device)
+                    self.model(input_ids=chunk, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+            t1 = time.perf_counter()
+            steps: list[torch.Tensor] = []
+            token = ids[-1]
+            used = len(body)
+            with self._attention(prefill=False):
+                for step in range(config.lookahead + 1):
+                    _check_deadline(deadline)
+                    out = self.model(
+                        input_ids=torch.tensor([[token]], device=device),
+                        use_cache=True,
+                        output_attentions=True,
+                        logits_to_keep=1,
+                        **{self._cache_kw: cache},
+                    )
+                    used += 1
+                    total_keys = len(ids) + step
+                    per_layer = [  # each (heads, n_ctx)
+                        context_slice(a[0, :, -1, :], total_keys=total_keys, ctx_start=ctx_start, ctx_end=ctx_end)
+                        for a in out.attentions
+                    ]
+                    steps.append(aggregate_step(per_layer, kernel=config.pool_kernel))
+                    if step == config.lookahead:
+                        break
+                    token = int(out.logits[0, -1].argmax())
+                    if token in self.eos_ids:
+                        break
+            t2 = time.perf_counter()
+        result = mean_over_steps(steps).double().cpu().numpy()
+        return result, t1 - t0, t2 - t1, used
+
+    @contextlib.contextmanager
+    def _attention(self, *, prefill: bool) -> Iterator[None]:
+        """Fused attention for the prefill, eager (weights exposed) for the query steps; restored after."""
+        config = self.model.config
+        original = getattr(config, "_attn_implementation", None) or "sdpa"
+        wanted = ("sdpa" if original == "eager" else original) if prefill else "eager"
+        if wanted == original:
+            yield
+            return
+        self.model.set_attn_implementation(wanted)
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(original)
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DraftTimeoutError("the draft ran past CompressionConfig.timeout_s")
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    found: set[int] = set()
+    for value in (
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        getattr(model.config, "eos_token_id", None),
+        getattr(tokenizer, "eos_token_id", None),
+    ):
+        if value is None:
+            continue
+        found.update([value] if isinstance(value, int) else list(value))
+    return found

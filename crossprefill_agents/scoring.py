@@ -1,0 +1,83 @@
+"""Attention of the draft's query steps -> importance of each context token.
+
+Pure tensor functions, no model: each one can be checked on hand-made tensors.
+The method (speculative prefill): the last prompt token and N greedy look-ahead tokens
+are the queries; their attention onto the context keys is renormalised over those keys
+in fp32, average-pooled along the keys, reduced by max over layers x heads, and
+averaged over query steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "aggregate_step",
+    "context_slice",
+    "mean_over_steps",
+    "pool_along_keys",
+    "renormalize_over_context",
+]
+
+
+def context_slice(weights: torch.Tensor, *, total_keys: int, ctx_start: int, ctx_end: int) -> torch.Tensor:
+    """Cut the context keys out of one layer's attention row.
+
+    ``weights`` is ``(heads, k)``: attention of one query onto the *last* ``k`` of
+    ``total_keys`` positions (a sliding-window layer keeps fewer than all of them).
+    Returns ``(heads, ctx_end - ctx_start)``; context positions the layer cannot see are 0.
+    """
+    heads, k = weights.shape  # (heads, k)
+    n = ctx_end - ctx_start
+    out = weights.new_zeros((heads, n))  # (heads, n_ctx)
+    first_seen = total_keys - k  # absolute position of weights[:, 0]
+    lo = max(ctx_start, first_seen)
+    if lo < ctx_end:
+        out[:, lo - ctx_start :] = weights[:, lo - first_seen : ctx_end - first_seen]
+    return out
+
+
+def renormalize_over_context(weights: torch.Tensor) -> torch.Tensor:
+    """Renormalise attention rows over the context keys only, in fp32.
+
+    ``weights`` ``(..., n_ctx)`` are softmax probabilities over all keys; dividing by
+    their sum over the context equals a softmax over the context logits alone.
+    Rows with no mass on the context stay all-zero.
+    """
+    w = weights.float()  # (..., n_ctx)
+    total = w.sum(dim=-1, keepdim=True)  # (..., 1)
+    return torch.where(total > 0, w / total.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(w))
+
+
+def pool_along_keys(scores: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Average-pool ``(..., n)`` along the last axis with stride 1, keeping length ``n``.
+
+    Edges average over the positions that exist (padding is not counted), so tokens
+    at the ends of the context are not damped.
+    """
+    if kernel == 1:
+        return scores
+    shape = scores.shape
+    flat = scores.reshape(-1, 1, shape[-1])  # (rows, 1, n)
+    pooled = F.avg_pool1d(flat, kernel_size=kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    return pooled.reshape(shape)
+
+
+def aggregate_step(per_layer: Sequence[torch.Tensor], *, kernel: int) -> torch.Tensor:
+    """One query step: per-layer ``(heads, n_ctx)`` rows -> ``(n_ctx,)`` importance.
+
+    Each row is renormalised over the context, pooled along keys, and the step's score
+    of a token is its maximum over all layers and heads.
+    """
+    stacked = torch.cat([renormalize_over_context(w) for w in per_layer], dim=0)  # (layers*heads, n_ctx)
+    return pool_along_keys(stacked, kernel).amax(dim=0)  # (n_ctx,)
+
+
+def mean_over_steps(steps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``steps`` of ``(n_ctx,)`` -> their mean ``(n_ctx,)``."""
+    if not steps:
+        raise ValueError("at least one query step is needed to score the context")
+    return torch.stack(list(steps), dim=0).mean(dim=0)  # (n_ctx,)
