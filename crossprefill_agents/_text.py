@@ -20,3 +20,11 @@ def sanitize(text: str) -> str:
 def is_word_boundary(text: str, pos: int) -> bool:
     """True when cutting ``text`` at ``pos`` splits no word (an end, or whitespace on one side)."""
     return pos <= 0 or pos >= len(text) or text[pos - 1].isspace() or text[pos].isspace()
+
+
+def is_word_start(text: str, pos: int) -> bool:
+    """True at a word's first character (whitespace before, none at ``pos``), or at either end of ``text``.
+
+    Cutting a text into pieces at word starts leaves the whitespace with the piece before it.
+    """
+    return pos <= 0 or pos >= len(text) or (text[pos - 1].isspace() and not text[pos].isspace())

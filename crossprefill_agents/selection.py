@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._text import is_word_boundary
+from ._text import is_word_boundary, is_word_start
 
 __all__ = ["Selection", "Unit", "make_units", "merge_spans", "protected_spans", "render", "segment_means", "select"]
 
@@ -49,12 +49,12 @@ class Selection:
 
 
 def _snap(text: str, pos: int, lo: int, hi: int) -> int:
-    """The word boundary nearest ``pos`` within ``[lo, hi]`` and the search radius, else ``pos``."""
-    if is_word_boundary(text, pos):
+    """The word start nearest ``pos`` within ``[lo, hi]`` and the search radius, else ``pos``."""
+    if is_word_start(text, pos):
         return pos
     for d in range(1, _SNAP_RADIUS + 1):
         for p in (pos - d, pos + d):
-            if lo <= p <= hi and is_word_boundary(text, p):
+            if lo <= p <= hi and is_word_start(text, p):
                 return p
     return pos
 
@@ -97,7 +97,7 @@ def make_units(
         s, e = int(edges[i]), int(edges[i + 1])
         inner = [int(p) for p in starts[first[i] : last[i]] if s < p < e]
         if snap_to_words:
-            words = [p for p in inner if is_word_boundary(text, p)]
+            words = [p for p in inner if is_word_start(text, p)]
             inner = words or inner
         units.append(Unit(doc, s, e, float(means[i]), (*sorted(set(inner)), e)))
     return units

@@ -1,0 +1,24 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   set up .venv and compress a real long essay against a question, offline
+#   make test   set up .venv and run every test (unit + integration on the embedded drafts)
+.PHONY: demo test bench setup lint
+
+STAMP := .venv/.crossprefill-setup
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	.venv/bin/python examples/compress_essay.py
+
+test: $(STAMP)
+	.venv/bin/crossprefill download all
+	.venv/bin/python -m ruff check crossprefill_agents tests benchmarks examples
+	.venv/bin/python -m mypy crossprefill_agents
+	.venv/bin/python -m pytest -ra
+
+bench: $(STAMP)
+	.venv/bin/python -m benchmarks speed

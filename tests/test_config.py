@@ -1,0 +1,72 @@
+"""CompressionConfig validates every knob on construction, with messages that say what to do."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from crossprefill_agents import CompressionConfig
+
+
+def test_defaults_follow_the_paper() -> None:
+    """Defaults are the published method's: 8 look-ahead tokens, kernel 13, 32-token chunks."""
+    c = CompressionConfig()
+    assert (c.lookahead, c.pool_kernel, c.chunk_size, c.delimiter) == (8, 13, 32, " [...] ")
+    assert c.min_tokens == 256 and c.on_error == "fallback"
+    p = CompressionConfig.paper()
+    assert (p.lookahead, p.pool_kernel, p.chunk_size) == (8, 13, 32)
+
+
+def test_config_is_frozen() -> None:
+    """A config cannot be mutated after construction."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CompressionConfig().keep_rate = 0.5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"keep_rate": 0.0}, r"\(0, 1\]"),
+        ({"keep_rate": 1.5}, r"\(0, 1\]"),
+        ({"max_tokens": -1}, ">= 0"),
+        ({"min_tokens": -5}, ">= 0"),
+        ({"lookahead": -1}, ">= 0"),
+        ({"pool_kernel": 4}, "odd"),
+        ({"chunk_size": 0}, ">= 1"),
+        ({"window_tokens": 10}, ">= 64"),
+        ({"timeout_s": 0}, "> 0"),
+        ({"on_error": "ignore"}, "fallback"),
+        ({"protect": ("(unclosed",)}, "not a valid regular expression"),
+        ({"budget_tolerance": 1.0}, r"\[0, 1\)"),
+    ],
+)
+def test_bad_values_raise_value_error_naming_the_range(kwargs: dict, message: str) -> None:
+    """Each out-of-range knob raises ValueError that says the valid range."""
+    with pytest.raises(ValueError, match=message):
+        CompressionConfig(**kwargs)
+
+
+def test_wrong_types_raise_type_error() -> None:
+    """Wrong types are TypeErrors, including a bare string for protect."""
+    with pytest.raises(TypeError):
+        CompressionConfig(keep_rate="0.5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="protect"):
+        CompressionConfig(protect=r"\d+")  # type: ignore[arg-type]
+
+
+def test_protect_is_compiled_and_stored_as_tuple() -> None:
+    """protect accepts any sequence and keeps a tuple plus compiled patterns."""
+    c = CompressionConfig(protect=[r"\d{5}", "KEY"])  # type: ignore[arg-type]
+    assert c.protect == (r"\d{5}", "KEY")
+    assert [p.pattern for p in c.protect_patterns] == [r"\d{5}", "KEY"]
+
+
+def test_with_overrides_validates_and_keeps_the_rest() -> None:
+    """Per-call budgets go through the same validation; None keeps the configured value."""
+    c = CompressionConfig(keep_rate=0.3, chunk_size=16)
+    assert c.with_overrides() is c
+    d = c.with_overrides(keep_rate=0.1, max_tokens=50)
+    assert (d.keep_rate, d.max_tokens, d.chunk_size) == (0.1, 50, 16)
+    with pytest.raises(ValueError):
+        c.with_overrides(keep_rate=2.0)
