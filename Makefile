@@ -16,7 +16,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	.venv/bin/crossprefill download all
-	.venv/bin/python -m ruff check crossprefill_agents tests benchmarks examples
+	.venv/bin/python -m ruff check .
 	.venv/bin/python -m mypy crossprefill_agents
 	.venv/bin/python -m pytest -ra
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CompressionConfig, _check_keep_rate, _check_max_tokens
-from .draft import DraftModel
+from .draft import DraftModel, DraftScores
 from .selection import Unit, make_units, protected_spans, select
 from .targets import TokenCounter, resolve_target
 
@@ -184,24 +184,55 @@ class PromptCompressor:
             self.compress_documents, documents, query, keep_rate=keep_rate, max_tokens=max_tokens
         )
 
-    # ---------------------------------------------------------------- private
-    def _compress(
-        self, docs: list[str], query: str, keep_rate: float | None, max_tokens: int | None
+    def compress_scored(
+        self,
+        documents: Sequence[str],
+        scores: DraftScores,
+        *,
+        keep_rate: float | None = None,
+        max_tokens: int | None = None,
     ) -> list[CompressionResult]:
-        _check_str(query, "query")
+        """Select from an earlier scoring pass (``self.draft.score(documents, query, config=...)``).
+
+        Scores do not depend on the budget, so one draft pass can serve several budgets
+        (benchmarks sweep keep rates this way). ``documents`` must be the ones scored.
+        """
+        docs = list(documents)
+        if len(scores.tokens) != len(docs):
+            raise ValueError(f"scores are for {len(scores.tokens)} documents, got {len(docs)}")
+        for i, d in enumerate(docs):
+            _check_str(d, f"documents[{i}]")
+        t0 = time.perf_counter()
+        cfg, originals, cap, unchanged = self._budget(docs, keep_rate, max_tokens, t0)
+        if unchanged is not None:
+            return unchanged
+        return self._select(docs, scores, originals, cap, cfg, t0)
+
+    # ---------------------------------------------------------------- private
+    def _budget(
+        self, docs: list[str], keep_rate: float | None, max_tokens: int | None, t0: float
+    ) -> tuple[CompressionConfig, list[int], int, list[CompressionResult] | None]:
+        """The effective config, each document's target tokens, the budget, and the pass-through results if any."""
         if keep_rate is not None:
             _check_keep_rate(keep_rate)
         _check_max_tokens(max_tokens)
         cfg = self.config.with_overrides(keep_rate=keep_rate, max_tokens=max_tokens)
-        t0 = time.perf_counter()
         originals = [self.target.count(d) if d.strip() else 0 for d in docs]
         total = sum(originals)
         cap = cfg.max_tokens if cfg.max_tokens is not None else round(cfg.keep_rate * total)
         if total == 0 or total < cfg.min_tokens or cap >= total:
-            return [
-                _unchanged(d, n, n, Timings(total_s=time.perf_counter() - t0))
-                for d, n in zip(docs, originals, strict=True)
-            ]
+            timings = Timings(total_s=time.perf_counter() - t0)
+            return cfg, originals, cap, [_unchanged(d, n, n, timings) for d, n in zip(docs, originals, strict=True)]
+        return cfg, originals, cap, None
+
+    def _compress(
+        self, docs: list[str], query: str, keep_rate: float | None, max_tokens: int | None
+    ) -> list[CompressionResult]:
+        _check_str(query, "query")
+        t0 = time.perf_counter()
+        cfg, originals, cap, unchanged = self._budget(docs, keep_rate, max_tokens, t0)
+        if unchanged is not None:
+            return unchanged
 
         deadline = time.monotonic() + cfg.timeout_s if cfg.timeout_s is not None else None
         try:
@@ -214,6 +245,17 @@ class PromptCompressor:
             timings = Timings(total_s=time.perf_counter() - t0)
             return [_unchanged(d, n, n, timings, reason) for d, n in zip(docs, originals, strict=True)]
 
+        return self._select(docs, scored, originals, cap, cfg, t0)
+
+    def _select(
+        self,
+        docs: list[str],
+        scored: DraftScores,
+        originals: list[int],
+        cap: int,
+        cfg: CompressionConfig,
+        t0: float,
+    ) -> list[CompressionResult]:
         t1 = time.perf_counter()
         units: list[Unit] = []
         for i, (doc, toks, sc) in enumerate(zip(docs, scored.tokens, scored.scores, strict=True)):
@@ -229,23 +271,20 @@ class PromptCompressor:
             selection_s=t2 - t1,
             total_s=t2 - t0,
         )
-        results = []
-        for i in range(len(docs)):
-            n_orig = originals[i]
-            share = round(cap * n_orig / total)
-            results.append(
-                CompressionResult(
-                    text=chosen.texts[i],
-                    kept_spans=chosen.spans[i],
-                    original_tokens=n_orig,
-                    compressed_tokens=chosen.tokens[i],
-                    keep_rate=chosen.tokens[i] / n_orig if n_orig else 1.0,
-                    budget_tokens=cap if len(docs) == 1 else share,
-                    draft_tokens=len(scored.tokens[i].ids),
-                    timings=timings,
-                )
+        total = sum(originals)
+        return [
+            CompressionResult(
+                text=chosen.texts[i],
+                kept_spans=chosen.spans[i],
+                original_tokens=n_orig,
+                compressed_tokens=chosen.tokens[i],
+                keep_rate=chosen.tokens[i] / n_orig if n_orig else 1.0,
+                budget_tokens=cap if len(docs) == 1 else round(cap * n_orig / total),
+                draft_tokens=len(scored.tokens[i].ids),
+                timings=timings,
             )
-        return results
+            for i, n_orig in enumerate(originals)
+        ]
 
 
 def _check_str(value: object, name: str) -> None:

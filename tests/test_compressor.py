@@ -223,3 +223,16 @@ def test_query_longer_than_the_window_falls_back(tiny_llama_draft: DraftModel) -
     assert r.fallback_reason is not None and "window" in r.fallback_reason
     with pytest.raises(DraftError):
         tiny_llama_draft.score([make_text(600)], make_text(200), config=cfg)
+
+
+def test_compress_scored_reuses_one_scoring_pass(tiny_llama_draft: DraftModel) -> None:
+    """Selecting from an earlier scoring pass equals compressing from scratch, for any budget."""
+    pc = PromptCompressor(tiny_llama_draft, target=words)
+    context = make_text(900, seed=30)
+    scored = tiny_llama_draft.score([context], "money", config=pc.config)
+    for rate in (0.1, 0.5):
+        a = pc.compress(context, "money", keep_rate=rate)
+        (b,) = pc.compress_scored([context], scored, keep_rate=rate)
+        assert (a.text, a.kept_spans, a.compressed_tokens) == (b.text, b.kept_spans, b.compressed_tokens)
+    with pytest.raises(ValueError, match="documents"):
+        pc.compress_scored([context, context], scored)

@@ -1,0 +1,19 @@
+"""``python -m benchmarks SUITE [...]``: run one benchmark suite (``speed``)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    suites = {"speed": "benchmarks.speed"}
+    if len(sys.argv) < 2 or sys.argv[1] not in suites:
+        sys.exit(f"usage: python -m benchmarks {{{','.join(suites)}}} [options]  (--help after a suite name)")
+    import importlib
+
+    module = importlib.import_module(suites[sys.argv[1]])
+    module.main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

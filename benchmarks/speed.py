@@ -1,0 +1,185 @@
+"""Scoring overhead against the draft's own plain prefill, and peak memory on a 32k-token context.
+
+    python -m benchmarks speed [--drafts smollm2-135m gemma3-270m] [--lengths 1024 4096 8192] [--repeats 2]
+
+For each draft and length, on the same essay text in one run: (a) one plain forward of the
+whole prompt with the model's fused (sdpa) attention and ``logits_to_keep=1``, the cheapest
+way the draft can read it; (b) the full scoring pass (block prefill + 9 eager query steps).
+The ratio b/a is the method's overhead over reading the prompt at all (goal: <= 1.3x).
+Peak RSS is measured in a fresh subprocess that loads SmolLM2 and compresses a 32k-token
+context (goal: <= 3 GB). Results go to ``benchmarks/results/speed.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crossprefill_agents import CompressionConfig, DraftModel
+
+from .data import data_dir
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def essays_text() -> str:
+    """Paul Graham's essays as shipped (one long string), the benchmark's natural prose."""
+    return str(json.loads((data_dir() / "PaulGrahamEssays.json").read_text(encoding="utf-8"))["text"])
+
+
+def _ids_of_length(draft: DraftModel, text: str, n: int) -> str:
+    """A prefix of ``text`` that is about ``n`` draft tokens long (context; the query adds a few more)."""
+    tok = draft.tokenize(text[: n * 8])
+    end = int(tok.offsets[min(n, len(tok.ids)) - 1, 1])
+    return text[:end]
+
+
+def _plain_prefill_s(draft: DraftModel, ids: list[int]) -> float:
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        t = time.perf_counter()
+        draft.model(input_ids=x, use_cache=False, logits_to_keep=1)
+        return time.perf_counter() - t
+
+
+def bench_overhead(draft_name: str, lengths: list[int], repeats: int) -> list[dict[str, Any]]:
+    draft = DraftModel.from_pretrained(draft_name)
+    text = essays_text()
+    query = "What did the author learn from his first startup?"
+    config = CompressionConfig()
+    rows = []
+    draft.score([text[:2000]], query, config=config)  # warm-up
+    for n in lengths:
+        context = _ids_of_length(draft, text, n)
+        prompt_ids = [
+            *draft.prefix_ids,
+            *draft.tokenize(context).ids.tolist(),
+            *draft.tokenize(config.query_separator + query).ids.tolist(),
+        ]
+        plain, scoring, prefill, look = [], [], [], []
+        for _ in range(repeats):  # interleaved, so drift on a shared machine hits both sides alike
+            plain.append(_plain_prefill_s(draft, prompt_ids))
+            t = time.perf_counter()
+            s = draft.score([context], query, config=config)
+            scoring.append(time.perf_counter() - t)
+            prefill.append(s.prefill_s)
+            look.append(s.lookahead_s)
+        row = {
+            "draft": draft_name,
+            "context_tokens": n,
+            "prompt_tokens": len(prompt_ids),
+            "plain_prefill_s": min(plain),
+            "scoring_s": min(scoring),
+            "scoring_prefill_s": min(prefill),
+            "scoring_lookahead_s": min(look),
+            "ratio": min(scoring) / min(plain),
+            "ms_per_1k_tokens": 1000 * min(scoring) / (len(prompt_ids) / 1000),
+        }
+        print(
+            f"  {draft_name:>14} {n:>6} tokens: plain prefill {row['plain_prefill_s']:.2f} s, "
+            f"scoring {row['scoring_s']:.2f} s -> {row['ratio']:.2f}x",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
+_RSS_CHILD = """
+import json, resource, sys, time
+from crossprefill_agents import PromptCompressor
+from benchmarks.speed import essays_text
+n = int(sys.argv[1])
+pc = PromptCompressor.from_pretrained("smollm2-135m", target="cl100k_base")
+after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+text = essays_text()
+enc = pc.target
+ctx = text[: n * 5]
+while enc.count(ctx) > n:
+    ctx = ctx[: int(len(ctx) * 0.97)]
+t = time.perf_counter()
+r = pc.compress(ctx, "What did the author learn from his first startup?", keep_rate=0.25)
+print(json.dumps({"context_tokens": r.original_tokens, "draft_tokens": r.draft_tokens,
+                  "compressed_tokens": r.compressed_tokens, "seconds": time.perf_counter() - t,
+                  "rss_after_load_mb": after_load / 1024,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_peak_rss(n_tokens: int) -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, str(n_tokens)], cwd=root, capture_output=True, text=True, check=True
+    )
+    row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"  smollm2-135m {row['context_tokens']} target tokens: peak RSS {row['peak_rss_mb']:.0f} MB "
+        f"({row['rss_after_load_mb']:.0f} MB after loading), {row['seconds']:.1f} s",
+        flush=True,
+    )
+    return row
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "### Scoring overhead over the draft's plain sdpa prefill (same input, same run)",
+        "",
+        "| draft | context tokens | plain prefill s | scoring s (prefill + look-ahead) | ratio | ms / 1k tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["overhead"]:
+        lines.append(
+            f"| {r['draft']} | {r['context_tokens']:,} | {r['plain_prefill_s']:.2f} | "
+            f"{r['scoring_s']:.2f} ({r['scoring_prefill_s']:.2f} + {r['scoring_lookahead_s']:.2f}) | "
+            f"{r['ratio']:.2f}x | {r['ms_per_1k_tokens']:.0f} |"
+        )
+    m = result["memory"]
+    lines += [
+        "",
+        "### Peak memory compressing a long context (fresh process, SmolLM2-135M, float32)",
+        "",
+        "| context (cl100k tokens) | draft tokens | peak RSS MB | RSS after loading MB | seconds |",
+        "|---|---|---|---|---|",
+        f"| {m['context_tokens']:,} | {m['draft_tokens']:,} | {m['peak_rss_mb']:.0f} | "
+        f"{m['rss_after_load_mb']:.0f} | {m['seconds']:.1f} |",
+        "",
+        f"Machine: {result['machine']}. Goals: ratio <= 1.3x, peak RSS <= 3,000 MB.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--drafts", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    ap.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 8192])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--rss-tokens", type=int, default=32_000)
+    args = ap.parse_args(argv)
+    print("scoring overhead:", flush=True)
+    overhead = [row for d in args.drafts for row in bench_overhead(d, args.lengths, args.repeats)]
+    print("peak memory:", flush=True)
+    memory = bench_peak_rss(args.rss_tokens)
+    result = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "overhead": overhead,
+        "memory": memory,
+        "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = to_markdown(result)
+    (RESULTS / "speed.md").write_text(md)
+    print()
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
