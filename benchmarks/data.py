@@ -342,7 +342,7 @@ def _squad_example(index: int, qa: dict[str, Any], *, tokens: int, seed: int, co
     a_end = a_start + len(first["text"])
     if context[a_start:a_end] != first["text"]:
         raise AssertionError(f"SQuAD answer offset mismatch in {qa['id']}")  # a bug here, not bad input
-    sents = sentence_spans(context, start=p_start, end=p_end)
+    sents = sentence_spans(context, start=body_start, end=p_end)
     hit = [(s, e) for s, e in sents if s < a_end and e > a_start] or [(a_start, a_end)]
     s, e = hit[0][0], hit[-1][1]
     evidence = (Evidence(s, e, overlap_words(context[s:e], qa["question"])),)

@@ -16,6 +16,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from benchmarks.text import Span, word_spans
 
@@ -79,7 +80,7 @@ def kept_word_fraction(kept_spans: Iterable[Span], context: str, span: Span) -> 
 def evidence_recall(
     kept_spans: Iterable[Span],
     context: str,
-    evidence: Iterable[Sequence[int]],
+    evidence: Iterable[Sequence[Any]],
     threshold: float = 0.8,
 ) -> tuple[bool, ...]:
     """For each evidence ``(start, end, ...)`` span of ``context``: is it kept?

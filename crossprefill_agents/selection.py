@@ -97,7 +97,7 @@ def make_units(
         s, e = int(edges[i]), int(edges[i + 1])
         inner = [int(p) for p in starts[first[i] : last[i]] if s < p < e]
         if snap_to_words:
-            words = [p for p in inner if is_word_start(text, p)]
+            words = [p for p in inner if is_word_boundary(text, p)]
             inner = words or inner
         units.append(Unit(doc, s, e, float(means[i]), (*sorted(set(inner)), e)))
     return units
