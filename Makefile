@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   set up .venv and compress a real long essay against a question, offline
 #   make test   set up .venv and run every test (unit + integration on the embedded drafts)
-.PHONY: demo test bench setup lint
+.PHONY: demo test bench bench-quality setup
 
 STAMP := .venv/.crossprefill-setup
 
@@ -17,8 +17,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	.venv/bin/crossprefill download all
 	.venv/bin/python -m ruff check .
-	.venv/bin/python -m mypy crossprefill_agents
+	.venv/bin/python -m mypy crossprefill_agents benchmarks
 	.venv/bin/python -m pytest -ra
 
 bench: $(STAMP)
 	.venv/bin/python -m benchmarks speed
+
+bench-quality: $(STAMP)
+	bash benchmarks/peers/setup_llmlingua.sh
+	.venv/bin/python -m benchmarks quality --quick

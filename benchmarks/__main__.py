@@ -6,7 +6,7 @@ import sys
 
 
 def main() -> None:
-    suites = {"speed": "benchmarks.speed", "quality": "benchmarks.quality"}
+    suites = {"speed": "benchmarks.speed", "quality": "benchmarks.quality", "ablation": "benchmarks.ablation"}
     if len(sys.argv) < 2 or sys.argv[1] not in suites:
         sys.exit(f"usage: python -m benchmarks {{{','.join(suites)}}} [options]  (--help after a suite name)")
     import importlib

@@ -28,3 +28,11 @@ def is_word_start(text: str, pos: int) -> bool:
     Cutting a text into pieces at word starts leaves the whitespace with the piece before it.
     """
     return pos <= 0 or pos >= len(text) or (text[pos - 1].isspace() and not text[pos].isspace())
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"'”’)\]]*\s+|\n\s*")
+
+
+def sentence_starts(text: str) -> list[int]:
+    """Character positions where a sentence or a line starts (after ``.!?`` + space, or a newline)."""
+    return [m.end() for m in _SENTENCE_END.finditer(text) if 0 < m.end() < len(text)]

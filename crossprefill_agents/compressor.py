@@ -6,12 +6,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import CompressionConfig, _check_keep_rate, _check_max_tokens
 from .draft import DraftModel, DraftScores
+from .lexical import fuse, lexical_scores
 from .selection import Unit, make_units, protected_spans, select
 from .targets import TokenCounter, resolve_target
 
@@ -195,7 +198,8 @@ class PromptCompressor:
         """Select from an earlier scoring pass (``self.draft.score(documents, query, config=...)``).
 
         Scores do not depend on the budget, so one draft pass can serve several budgets
-        (benchmarks sweep keep rates this way). ``documents`` must be the ones scored.
+        (benchmarks sweep keep rates this way). ``documents`` must be the ones scored; the
+        query is the one they were scored against (``scores.query``).
         """
         docs = list(documents)
         if len(scores.tokens) != len(docs):
@@ -260,8 +264,19 @@ class PromptCompressor:
         units: list[Unit] = []
         for i, (doc, toks, sc) in enumerate(zip(docs, scored.tokens, scored.scores, strict=True)):
             units += make_units(
-                doc, toks.offsets, sc, doc=i, chunk_size=cfg.chunk_size, snap_to_words=cfg.snap_to_words
+                doc,
+                toks.offsets,
+                sc,
+                doc=i,
+                chunk_size=cfg.chunk_size,
+                snap_to_words=cfg.snap_to_words,
+                unit=cfg.unit,
             )
+        if cfg.lexical_weight > 0 and units:
+            draft_scores = np.array([u.score for u in units])
+            lexical = lexical_scores([docs[u.doc][u.start : u.end] for u in units], scored.query)
+            fused = fuse(draft_scores, lexical, cfg.lexical_weight)
+            units = [replace(u, score=float(f)) for u, f in zip(units, fused, strict=True)]
         protected = [protected_spans(d, cfg.protect_patterns) for d in docs]
         chosen = select(docs, units, protected, budget=cap, count=self.target.count, delimiter=cfg.delimiter)
         t2 = time.perf_counter()

@@ -13,6 +13,8 @@ from typing import Literal
 __all__ = ["CompressionConfig"]
 
 OnError = Literal["fallback", "raise"]
+Unit = Literal["chunk", "sentence"]
+AttentionLayers = Literal["all", "global"]
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,12 @@ class CompressionConfig:
     lookahead: int = 8  # greedy look-ahead tokens generated after the prompt; 0 = last prompt token only
     pool_kernel: int = 13  # width of the average pooling along context keys (odd, >= 1)
     query_separator: str = "\n\n"  # text placed between the context and the query in the draft prompt
+    attention_layers: AttentionLayers = "all"  # "global": only layers that see the whole context vote
 
     # --- selection ---
     chunk_size: int = 32  # draft tokens per selection chunk
+    unit: Unit = "chunk"  # "chunk": chunk_size-token chunks; "sentence": sentences/lines (long ones chunked)
+    lexical_weight: float = 0.0  # weight of idf query-word overlap in a rank fusion with the draft's score
     delimiter: str = " [...] "  # joins kept spans that have a gap between them
     protect: tuple[str, ...] = ()  # regular expressions whose matches are never dropped
     snap_to_words: bool = True  # move chunk edges to the nearest word boundary (no cut words)
@@ -62,6 +67,12 @@ class CompressionConfig:
             raise ValueError(f"pool_kernel must be an odd int >= 1 (13 in the paper), got {self.pool_kernel!r}")
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise ValueError(f"chunk_size must be an int >= 1 (32 in the paper), got {self.chunk_size!r}")
+        if self.unit not in ("chunk", "sentence"):
+            raise ValueError(f"unit must be 'chunk' or 'sentence', got {self.unit!r}")
+        if self.attention_layers not in ("all", "global"):
+            raise ValueError(f"attention_layers must be 'all' or 'global', got {self.attention_layers!r}")
+        if isinstance(self.lexical_weight, bool) or not 0.0 <= self.lexical_weight <= 1.0:
+            raise ValueError(f"lexical_weight must be in [0, 1] (0 = draft only), got {self.lexical_weight!r}")
         if not isinstance(self.delimiter, str):
             raise TypeError(f"delimiter must be a str, got {type(self.delimiter).__name__}")
         if not isinstance(self.query_separator, str):

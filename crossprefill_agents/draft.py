@@ -53,6 +53,7 @@ class TokenizedText:
 class DraftScores:
     """Per-document token importance from one scoring pass."""
 
+    query: str  # the query the documents were scored against
     tokens: tuple[TokenizedText, ...]  # one per document
     scores: tuple[np.ndarray, ...]  # one (n_doc,) float64 array per document; 1.0 = uniform attention
     prefilled_tokens: int  # draft tokens run through the model (all windows, prompt + query steps)
@@ -97,6 +98,10 @@ class DraftModel:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
         self.eos_ids = frozenset(_eos_ids(model, tokenizer))
+        types = getattr(model.config, "layer_types", None) or []
+        full = [i for i, t in enumerate(types) if t == "full_attention"]
+        # Layers whose attention spans the whole context (a sliding-window layer sees only its tail).
+        self.global_layers: tuple[int, ...] | None = tuple(full) if full and len(full) < len(types) else None
         with_special = tokenizer("a")["input_ids"]
         plain = tokenizer("a", add_special_tokens=False)["input_ids"]
         n_prefix = len(with_special) - len(plain)
@@ -215,7 +220,7 @@ class DraftModel:
                 lookahead_s += l_s
                 prefilled += used
         per_doc = tuple(scores[s : s + len(t.ids)] for s, t in zip(doc_starts, tokens, strict=True))
-        return DraftScores(tokens, per_doc, prefilled, n_windows, prefill_s, lookahead_s)
+        return DraftScores(query, tokens, per_doc, prefilled, n_windows, prefill_s, lookahead_s)
 
     def _score_window(
         self, ids: list[int], ctx_start: int, ctx_end: int, config: CompressionConfig, deadline: float | None
@@ -249,9 +254,12 @@ class DraftModel:
                     )
                     used += 1
                     total_keys = len(ids) + step
+                    layers = out.attentions
+                    if config.attention_layers == "global" and self.global_layers is not None:
+                        layers = [layers[i] for i in self.global_layers]
                     per_layer = [  # each (heads, n_ctx)
                         context_slice(a[0, :, -1, :], total_keys=total_keys, ctx_start=ctx_start, ctx_end=ctx_end)
-                        for a in out.attentions
+                        for a in layers
                     ]
                     steps.append(aggregate_step(per_layer, kernel=config.pool_kernel))
                     if step == config.lookahead:

@@ -9,6 +9,7 @@ selection whose count fits is kept.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._text import is_word_boundary, is_word_start
+from ._text import is_word_boundary, is_word_start, sentence_starts
 
 __all__ = ["Selection", "Unit", "make_units", "merge_spans", "protected_spans", "render", "segment_means", "select"]
 
@@ -67,9 +68,12 @@ def make_units(
     doc: int = 0,
     chunk_size: int = 32,
     snap_to_words: bool = True,
+    unit: str = "chunk",
 ) -> list[Unit]:
-    """Cut one document into chunks of ``chunk_size`` draft tokens, scored by the mean of their tokens.
+    """Cut one document into units scored by the mean of their draft tokens' scores.
 
+    ``unit="chunk"``: chunks of ``chunk_size`` draft tokens. ``unit="sentence"``: sentences
+    and lines; one longer than twice ``chunk_size`` tokens is cut into chunks as well.
     ``offsets`` ``(n, 2)`` are the draft tokens' character spans (non-decreasing starts),
     ``token_scores`` ``(n,)`` their importance. The units partition ``[0, len(text))``.
     """
@@ -80,13 +84,24 @@ def make_units(
         return [Unit(doc, 0, len(text), 0.0, (len(text),))]
     starts = offsets[:, 0]  # (n,)
     ends = offsets[:, 1]  # (n,)
+    if unit not in ("chunk", "sentence"):
+        raise ValueError(f"unit must be 'chunk' or 'sentence', got {unit!r}")
+    pieces = [0, *(sentence_starts(text) if unit == "sentence" else []), len(text)]  # character ranges
     bounds = [0]
-    for k in range(chunk_size, n, chunk_size):
-        b = int(starts[k])
-        if snap_to_words:
-            b = _snap(text, b, bounds[-1] + 1, len(text) - 1)
-        if bounds[-1] < b < len(text):
-            bounds.append(b)
+    for cs, ce in itertools.pairwise(pieces):
+        if bounds[-1] < cs < len(text):
+            bounds.append(cs)
+        a = int(np.searchsorted(ends, cs, side="right"))  # first token of the piece
+        z = int(np.searchsorted(starts, ce, side="left"))  # one past its last token
+        if unit == "sentence" and z - a <= 2 * chunk_size:
+            continue  # a sentence of normal length is one unit
+        stop = z - chunk_size // 2 if unit == "sentence" else z  # no stub chunk at a sentence's end
+        for k in range(a + chunk_size, stop, chunk_size):
+            edge = int(starts[k])
+            if snap_to_words:
+                edge = _snap(text, edge, bounds[-1] + 1, min(ce, len(text) - 1))
+            if bounds[-1] < edge < len(text):
+                bounds.append(edge)
     bounds.append(len(text))
     edges = np.asarray(bounds, dtype=np.int64)  # (units+1,)
     first = np.searchsorted(ends, edges[:-1], side="right")  # first token ending after the unit's start

@@ -1,0 +1,148 @@
+"""Scoring levers, one at a time, on the same contexts: which ones move evidence recall.
+
+    python -m benchmarks ablation [--n 12] [--length 2000]
+
+Each draft scores each context once per attention-layer setting (all layers; for Gemma-3
+also its full-attention layers only); every selection variant (units x lexical fusion
+weight) then reuses that pass through ``compress_scored``, so the variants differ in
+nothing else. Non-LLM rows on the same units are printed alongside. Results go to
+``benchmarks/results/ablation.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from crossprefill_agents import CompressionConfig, PromptCompressor
+
+from .baselines import compress_baseline
+from .data import Example, load_examples
+from .metrics import answer_kept, evidence_recall
+
+RESULTS = Path(__file__).parent / "results"
+TARGET = "cl100k_base"
+RATES = (0.25, 0.5)
+WEIGHTS = (0.0, 0.3, 0.5, 0.7, 1.0)
+LOW_OVERLAP = 1
+
+
+def _row(ex: Example, spans: Any, text: str) -> dict[str, Any]:
+    kept = evidence_recall(spans, ex.context, [(e.start, e.end) for e in ex.evidence])
+    return {
+        "answer": answer_kept(text, ex.answers),
+        "evidence": [(bool(k), e.overlap_words) for k, e in zip(kept, ex.evidence, strict=True)],
+    }
+
+
+def run(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...]) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    examples = [ex for ds in datasets for ex in load_examples(ds, n=n, context_tokens=length)]
+    rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    seconds: dict[str, float] = defaultdict(float)
+    for draft in drafts:
+        base = PromptCompressor.from_pretrained(draft, target=TARGET)
+        layer_settings = ["all"] + (["global"] if base.draft.global_layers is not None else [])
+        for layers in layer_settings:
+            score_cfg = CompressionConfig(attention_layers=layers)  # type: ignore[arg-type]
+            variants = {
+                f"{draft} layers={layers} unit={unit} lexical={w}": PromptCompressor(
+                    base.draft,
+                    target=base.target,
+                    config=CompressionConfig(attention_layers=layers, unit=unit, lexical_weight=w),  # type: ignore[arg-type]
+                )
+                for unit in ("chunk", "sentence")
+                for w in WEIGHTS
+                if not (w == 1.0 and layers != "all")
+            }
+            variants[f"{draft} paper preset"] = PromptCompressor(
+                base.draft, target=base.target, config=CompressionConfig.paper()
+            )
+            for ex in tqdm(examples, desc=f"{draft} layers={layers}", unit="ctx"):
+                t = time.perf_counter()
+                scored = base.draft.score([ex.context], ex.question, config=score_cfg)
+                seconds[f"{draft} layers={layers}"] += time.perf_counter() - t
+                for name, pc in variants.items():
+                    if name.endswith("paper preset") and layers != "all":
+                        continue
+                    for rate in RATES:
+                        (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
+                        rows[name][rate].append({"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)})
+    for method, unit in (("idf_overlap", "sentence"), ("bm25", "sentence"), ("idf_overlap", "window")):
+        for ex in examples:
+            for rate in RATES:
+                b = compress_baseline(method, unit, ex.context, ex.question, keep_rate=rate, counter=TARGET)
+                rows[f"baseline {method}/{unit}"][rate].append(
+                    {"dataset": ex.dataset, **_row(ex, b.kept_spans, b.text)}
+                )
+    tokens = sum(ex.context_tokens for ex in examples)
+    return {
+        "datasets": datasets,
+        "n": n,
+        "length": length,
+        "rows": {k: {str(r): v for r, v in d.items()} for k, d in rows.items()},
+        "ms_per_1k": {k: 1000 * s / (tokens / 1000) for k, s in seconds.items()},
+    }
+
+
+def _stats(items: list[dict[str, Any]]) -> tuple[float, float, float, int]:
+    ev = [e for it in items for e in it["evidence"]]
+    low = [e for e in ev if e[1] <= LOW_OVERLAP]
+    mean = lambda xs: 100 * sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return mean([it["answer"] for it in items]), mean([e[0] for e in ev]), mean([e[0] for e in low]), len(low)
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    datasets = list(result["datasets"])
+    head = " | ".join(f"{ds} @{r}: recall / answer / low-overlap recall" for r in RATES for ds in datasets)
+    lines = [
+        f"## Scoring ablation: {', '.join(datasets)}, {result['n']} examples each, {result['length']} {TARGET} tokens",
+        "",
+        "Recall: supporting sentences with >= 80% of their words kept (%). Low overlap: evidence sharing "
+        "<= 1 content word with the question. One draft pass per (draft, layers) serves every selection variant.",
+        "",
+        f"| variant | {head} |",
+        "|---|" + "---|" * (len(RATES) * len(datasets)),
+    ]
+    for name, by_rate in result["rows"].items():
+        cells = []
+        for r in RATES:
+            for ds in datasets:
+                a, rec, low, n_low = _stats([it for it in by_rate[str(r)] if it["dataset"] == ds])
+                cells.append(f"{rec:.1f} / {a:.1f} / {low:.1f} ({n_low})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Draft scoring cost, ms per 1k context tokens: "
+        + ", ".join(f"{k}: {v:.0f}" for k, v in result["ms_per_1k"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks ablation", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--length", type=int, default=2000)
+    ap.add_argument("--datasets", nargs="+", default=["hotpotqa", "squad"])
+    ap.add_argument("--drafts", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "ablation.json"
+    if args.report_only:
+        result = json.loads(path.read_text())
+    else:
+        result = run(tuple(args.datasets), args.n, args.length, tuple(args.drafts))
+        path.write_text(json.dumps(result) + "\n")
+    md = to_markdown(result)
+    (RESULTS / "ablation.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
