@@ -9,13 +9,19 @@ import pytest
 from crossprefill_agents import CompressionConfig
 
 
-def test_defaults_follow_the_paper() -> None:
-    """Defaults are the published method's: 8 look-ahead tokens, kernel 13, 32-token chunks."""
+def test_defaults_keep_the_papers_scorer_and_add_measured_levers() -> None:
+    """Defaults score like the paper (8 look-ahead, kernel 13) but select sentences fused with lexical overlap."""
     c = CompressionConfig()
     assert (c.lookahead, c.pool_kernel, c.chunk_size, c.delimiter) == (8, 13, 32, " [...] ")
+    assert (c.unit, c.lexical_weight, c.attention_layers) == ("sentence", 0.7, "all")
     assert c.min_tokens == 256 and c.on_error == "fallback"
+
+
+def test_paper_preset_is_the_published_method() -> None:
+    """CompressionConfig.paper() is the faithful reference: 32-token chunks, draft attention only, all layers."""
     p = CompressionConfig.paper()
     assert (p.lookahead, p.pool_kernel, p.chunk_size) == (8, 13, 32)
+    assert (p.unit, p.lexical_weight, p.attention_layers, p.snap_to_words) == ("chunk", 0.0, "all", False)
 
 
 def test_config_is_frozen() -> None:
