@@ -585,6 +585,8 @@ def plot(result: dict[str, Any], summary: dict[str, Any], stem: Path) -> list[Pa
     q = [r for r in summary["quality"] if r["dataset"] == "all"]
     methods = sorted({r["method"] for r in q}, key=_method_order)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax in axes:
+        ax.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(20)])
     for ax, key, title in ((axes[0], "recall", "supporting-sentence recall"), (axes[1], "answer_kept", "answer kept")):
         for m in methods:
             pts = sorted((r["rate"], r[key]) for r in q if r["method"] == m)
