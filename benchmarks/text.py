@@ -12,6 +12,8 @@ import itertools
 import re
 from collections.abc import Iterable
 
+from crossprefill_agents.selection import trim_spans
+
 __all__ = [
     "STOPWORDS",
     "Span",
@@ -117,12 +119,4 @@ def sentence_spans(text: str, *, start: int = 0, end: int | None = None) -> list
 
 
 def _trimmed(text: str, spans: Iterable[Span]) -> list[Span]:
-    out = []
-    for s, e in spans:
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e > s:
-            out.append((s, e))
-    return out
+    return trim_spans(text, spans)

@@ -12,14 +12,24 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._text import is_word_boundary, is_word_start, sentence_starts
 
-__all__ = ["Selection", "Unit", "make_units", "merge_spans", "protected_spans", "render", "segment_means", "select"]
+__all__ = [
+    "Selection",
+    "Unit",
+    "make_units",
+    "merge_spans",
+    "protected_spans",
+    "render",
+    "segment_means",
+    "select",
+    "trim_spans",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +163,13 @@ def merge_spans(text: str, spans: Sequence[Span]) -> list[Span]:
             merged[-1][1] = max(merged[-1][1], e)
         else:
             merged.append([s, e])
+    return trim_spans(text, [(s, e) for s, e in merged])
+
+
+def trim_spans(text: str, spans: Iterable[Span]) -> list[Span]:
+    """Each span without the whitespace at its edges; spans left empty are dropped."""
     out = []
-    for s, e in merged:
+    for s, e in spans:
         while s < e and text[s].isspace():
             s += 1
         while e > s and text[e - 1].isspace():
