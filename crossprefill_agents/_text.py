@@ -31,8 +31,53 @@ def is_word_start(text: str, pos: int) -> bool:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"'”’)\]]*\s+|\n\s*")
+_WORD_BEFORE = re.compile(r"(\w+)\.$")
+# Words that end with a period without ending a sentence (initials are handled apart).
+_ABBREVIATIONS = frozenset(
+    """mr mrs ms dr st jr sr prof rev gen col lt sgt capt cmdr adm gov sen rep mt ft no vs etc al inc ltd co corp
+    dept univ jan feb mar apr jun jul aug sep sept oct nov dec approx est fig vol ed eds pp""".split()
+)
+
+
+def _ends_sentence(text: str, punct_end: int, next_start: int) -> bool:
+    """Whether the punctuation ending at ``punct_end`` closes the sentence before ``next_start``."""
+    if text[next_start].islower():  # a sentence does not start in lower case: "approx. five", "e.g. this"
+        return False
+    if text[punct_end - 1] != ".":
+        return True
+    m = _WORD_BEFORE.search(text, max(0, punct_end - 40), punct_end)
+    if m is None:
+        return True
+    word = m.group(1)
+    if len(word) == 1 and word.isalpha() and word.isupper():  # an initial: "J. K. Rowling"
+        return False
+    return word.lower() not in _ABBREVIATIONS
+
+
+def _is_heading(line: str) -> bool:
+    """A short line without closing punctuation, such as a title: it belongs with the line after it."""
+    stripped = line.strip()
+    return 0 < len(stripped.split()) <= 12 and stripped[-1] not in ".!?:;,。！？"
 
 
 def sentence_starts(text: str) -> list[int]:
-    """Character positions where a sentence or a line starts (after ``.!?`` + space, or a newline)."""
-    return [m.end() for m in _SENTENCE_END.finditer(text) if 0 < m.end() < len(text)]
+    """Character positions where a sentence or a line starts.
+
+    A sentence ends at ``.!?`` (then closing quotes or brackets) followed by whitespace,
+    except after an initial or a common abbreviation, or before a lower-case word. A line
+    break ends one too, except after a heading-like line (short, no closing punctuation)
+    followed directly by the next line: a title stays with the sentence it introduces.
+    """
+    starts = []
+    for m in _SENTENCE_END.finditer(text):
+        p = m.end()
+        if not 0 < p < len(text):
+            continue
+        if "\n" in m.group():
+            line = text[text.rfind("\n", 0, m.start()) + 1 : m.start()]
+            if m.group().count("\n") == 1 and _is_heading(line):
+                continue
+            starts.append(p)
+        elif _ends_sentence(text, m.start(), p):
+            starts.append(p)
+    return starts

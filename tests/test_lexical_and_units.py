@@ -24,6 +24,18 @@ def test_sentence_starts_find_sentences_and_lines() -> None:
     assert [text[p:].split()[0] for p in sentence_starts(text)] == ["Three", "Five?", "Six"]
 
 
+def test_sentence_starts_skip_initials_abbreviations_and_lower_case() -> None:
+    """No sentence break after an initial or an abbreviation, or before a lower-case word."""
+    text = "Dr. Smith met J. K. Rowling in the U.S. in Jan. 2003. She left, e.g. today. Fine."
+    assert [text[p:].split()[0] for p in sentence_starts(text)] == ["She", "Fine."]
+
+
+def test_a_heading_stays_with_the_line_it_introduces() -> None:
+    """A short line without closing punctuation joins the next line; a blank line still separates."""
+    text = "Title: Foo (band)\nFoo is a band. It plays.\n\n## Notes\n\nText here."
+    assert [text[p:].split()[0] for p in sentence_starts(text)] == ["It", "##", "Text"]
+
+
 def test_sentence_units_follow_sentences_and_cut_long_ones() -> None:
     """Each ordinary sentence is one unit; a sentence over twice chunk_size tokens is also chunked."""
     short = "Alpha beta gamma. Delta epsilon zeta eta. Theta iota."
@@ -42,7 +54,7 @@ def test_sentence_units_follow_sentences_and_cut_long_ones() -> None:
 
 def test_sentence_unit_scores_are_means_of_their_tokens() -> None:
     """A sentence scores the mean of its tokens, so one strong sentence outranks the rest."""
-    text = "a b c. d e f. g h i."
+    text = "A b c. D e f. G h i."
     scores = np.array([0, 0, 0, 3, 3, 3, 0, 0, 0], dtype=float)
     units = make_units(text, word_offsets(text), scores, chunk_size=32, unit="sentence")
     assert [u.score for u in units] == [0.0, 3.0, 0.0]
