@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_text
+from helpers import make_text
 
 from crossprefill_agents import ModelNotAvailableError
 from crossprefill_agents.cli import main

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import make_text
+from helpers import make_text
 
 from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
 from crossprefill_agents.draft import DraftError

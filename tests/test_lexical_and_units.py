@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import make_text
+from helpers import make_text
 
 from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
 from crossprefill_agents._text import sentence_starts
