@@ -30,7 +30,6 @@ class CompressionConfig:
     keep_rate: float = 0.25  # fraction of the context's target tokens to keep, in (0, 1]
     max_tokens: int | None = None  # hard cap on the compressed context's target tokens
     min_tokens: int = 256  # contexts shorter than this many target tokens pass through unchanged
-    budget_tolerance: float = 0.03  # the achieved keep rate may fall this far (relative) below the request
 
     # --- scoring (the published speculative-prefill method) ---
     lookahead: int = 8  # greedy look-ahead tokens generated after the prompt; 0 = last prompt token only
@@ -59,8 +58,6 @@ class CompressionConfig:
         _check_max_tokens(self.max_tokens)
         if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 0:
             raise ValueError(f"min_tokens must be an int >= 0, got {self.min_tokens!r}")
-        if not 0.0 <= self.budget_tolerance < 1.0:
-            raise ValueError(f"budget_tolerance must be in [0, 1), got {self.budget_tolerance!r}")
         if not isinstance(self.lookahead, int) or self.lookahead < 0:
             raise ValueError(f"lookahead must be an int >= 0 (8 in the paper), got {self.lookahead!r}")
         if not isinstance(self.pool_kernel, int) or self.pool_kernel < 1 or self.pool_kernel % 2 == 0:
