@@ -43,6 +43,7 @@ from crossprefill_agents import CompressionConfig, PromptCompressor
 from .baselines import compress_baseline, load_minilm
 from .data import Example, load_examples
 from .metrics import answer_kept, evidence_recall, exact_match, f1
+from .speed import plain_prefill_s, prompt_ids
 from .target_qa import TARGET_FOR_DRAFT, LocalTarget
 
 logger = logging.getLogger(__name__)
@@ -166,20 +167,6 @@ def _nominal(ex: Example) -> int:
     return int(ex.id.rsplit("/", 1)[1])
 
 
-def _plain_prefill_s(pc: PromptCompressor, context: str, query: str) -> float:
-    """The draft's cheapest read of the same prompt: one sdpa forward, logits of the last token only."""
-    d = pc.draft
-    ids = [
-        *d.prefix_ids,
-        *d.tokenize(context).ids.tolist(),
-        *d.tokenize(pc.config.query_separator + query).ids.tolist(),
-    ]
-    with torch.inference_mode():
-        t = time.perf_counter()
-        d.model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=1)
-        return time.perf_counter() - t
-
-
 def run(plan: Plan) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -222,7 +209,9 @@ def run(plan: Plan) -> dict[str, Any]:
                         "draft": draft,
                         "length": _nominal(ex),
                         "scoring_s": score_s,
-                        "plain_prefill_s": _plain_prefill_s(ours, ex.context, ex.question),
+                        "plain_prefill_s": plain_prefill_s(
+                            ours.draft, prompt_ids(ours.draft, ex.context, ex.question, ours.config)
+                        ),
                     }
                 )
         del ours, paper

@@ -43,7 +43,17 @@ def _ids_of_length(draft: DraftModel, text: str, n: int) -> str:
     return text[:end]
 
 
-def _plain_prefill_s(draft: DraftModel, ids: list[int]) -> float:
+def prompt_ids(draft: DraftModel, context: str, query: str, config: CompressionConfig) -> list[int]:
+    """The draft prompt that scoring reads for one context: special prefix, context, separator + query."""
+    return [
+        *draft.prefix_ids,
+        *draft.tokenize(context).ids.tolist(),
+        *draft.tokenize(config.query_separator + query).ids.tolist(),
+    ]
+
+
+def plain_prefill_s(draft: DraftModel, ids: list[int]) -> float:
+    """The draft's cheapest read of a prompt: one forward with its own attention, last-token logits only."""
     x = torch.tensor([ids])
     with torch.inference_mode():
         t = time.perf_counter()
@@ -60,14 +70,10 @@ def bench_overhead(draft_name: str, lengths: list[int], repeats: int) -> list[di
     draft.score([text[:2000]], query, config=config)  # warm-up
     for n in lengths:
         context = _ids_of_length(draft, text, n)
-        prompt_ids = [
-            *draft.prefix_ids,
-            *draft.tokenize(context).ids.tolist(),
-            *draft.tokenize(config.query_separator + query).ids.tolist(),
-        ]
+        ids = prompt_ids(draft, context, query, config)
         plain, scoring, prefill, look = [], [], [], []
         for _ in range(repeats):  # interleaved, so drift on a shared machine hits both sides alike
-            plain.append(_plain_prefill_s(draft, prompt_ids))
+            plain.append(plain_prefill_s(draft, ids))
             t = time.perf_counter()
             s = draft.score([context], query, config=config)
             scoring.append(time.perf_counter() - t)
@@ -76,13 +82,13 @@ def bench_overhead(draft_name: str, lengths: list[int], repeats: int) -> list[di
         row = {
             "draft": draft_name,
             "context_tokens": n,
-            "prompt_tokens": len(prompt_ids),
+            "prompt_tokens": len(ids),
             "plain_prefill_s": min(plain),
             "scoring_s": min(scoring),
             "scoring_prefill_s": min(prefill),
             "scoring_lookahead_s": min(look),
             "ratio": min(scoring) / min(plain),
-            "ms_per_1k_tokens": 1000 * min(scoring) / (len(prompt_ids) / 1000),
+            "ms_per_1k_tokens": 1000 * min(scoring) / (len(ids) / 1000),
         }
         print(
             f"  {draft_name:>14} {n:>6} tokens: plain prefill {row['plain_prefill_s']:.2f} s, "
