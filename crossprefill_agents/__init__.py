@@ -7,10 +7,12 @@ tokens, whatever family the target belongs to.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .cache import ByteLRU, InMemoryMemoStore, MemoStore, RedisMemoStore, SQLiteMemoStore
 from .compressor import CompressionResult, PromptCompressor, Timings
-from .config import CompressionConfig
-from .draft import DraftError, DraftModel, DraftTimeoutError
+from .config import CompressionConfig, SessionConfig
+from .draft import DraftError, DraftModel, DraftPrefix, DraftTimeoutError
 from .embedded import EMBEDDED_MODELS, ModelNotAvailableError
+from .session import CompressionSession, SessionTurn, TurnStats
 from .targets import TokenCounter, resolve_target
 
 try:
@@ -20,15 +22,25 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "EMBEDDED_MODELS",
+    "ByteLRU",
     "CompressionConfig",
     "CompressionResult",
+    "CompressionSession",
     "DraftError",
     "DraftModel",
+    "DraftPrefix",
     "DraftTimeoutError",
+    "InMemoryMemoStore",
+    "MemoStore",
     "ModelNotAvailableError",
     "PromptCompressor",
+    "RedisMemoStore",
+    "SQLiteMemoStore",
+    "SessionConfig",
+    "SessionTurn",
     "Timings",
     "TokenCounter",
+    "TurnStats",
     "__version__",
     "resolve_target",
 ]

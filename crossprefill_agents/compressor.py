@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import CompressionConfig, _check_keep_rate, _check_max_tokens
-from .draft import DraftModel, DraftScores
+from .cache import ByteLRU, InMemoryMemoStore, MemoStore
+from .config import CompressionConfig, SessionConfig, _check_keep_rate, _check_max_tokens
+from .draft import DraftModel, DraftPrefix, DraftScores
 from .lexical import fuse, lexical_scores
 from .selection import Unit, make_units, protected_spans, select
+from .session import CompressionSession
 from .targets import TokenCounter, resolve_target
 
 __all__ = ["CompressionResult", "PromptCompressor", "Timings"]
@@ -23,6 +25,8 @@ __all__ = ["CompressionResult", "PromptCompressor", "Timings"]
 logger = logging.getLogger(__name__)
 
 Span = tuple[int, int]
+
+DEFAULT_KV_CACHE_BYTES = 1 << 30  # draft caches kept for sessions: ~5k SmolLM2 / ~6k Gemma-3-270M tokens each GiB
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,12 @@ class PromptCompressor:
     Build it from ready objects (``PromptCompressor(model, tokenizer, target=...)`` or a
     :class:`DraftModel`) or load a draft with :meth:`from_pretrained`. One instance can be
     shared across threads and asyncio tasks; the draft runs one forward at a time.
+
+    For agent loops, :meth:`session` gives one :class:`CompressionSession` per
+    conversation. Sessions keep their draft caches in one LRU store bounded by
+    ``kv_cache_bytes`` (an evicted session prefills from scratch next turn) and write
+    frozen compressions to ``memo`` (in memory, 64 MiB, by default; pass a
+    ``SQLiteMemoStore`` or ``RedisMemoStore`` to share them across processes).
     """
 
     def __init__(
@@ -80,6 +90,8 @@ class PromptCompressor:
         *,
         target: object = None,
         config: CompressionConfig | None = None,
+        memo: MemoStore | None = None,
+        kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES,
     ) -> None:
         if isinstance(model, DraftModel):
             if tokenizer is not None:
@@ -94,6 +106,14 @@ class PromptCompressor:
         self.config = config or CompressionConfig()
         # No target: budgets are counted in the draft's own tokens.
         self.target: TokenCounter = resolve_target(self.draft.tokenizer if target is None else target)
+        if memo is not None and not isinstance(memo, MemoStore):
+            raise TypeError(f"memo must be a MemoStore (get/put/delete/clear), got {type(memo).__name__}")
+        self.memo: MemoStore = memo if memo is not None else InMemoryMemoStore()
+        if isinstance(kv_cache_bytes, bool) or not isinstance(kv_cache_bytes, int) or kv_cache_bytes < 0:
+            raise ValueError(
+                f"kv_cache_bytes must be an int >= 0 (0 = no draft reuse across turns), got {kv_cache_bytes!r}"
+            )
+        self._kv: ByteLRU[str, DraftPrefix] = ByteLRU(kv_cache_bytes, sizeof=lambda p: p.nbytes)
 
     @classmethod
     def from_pretrained(
@@ -102,6 +122,8 @@ class PromptCompressor:
         *,
         target: object = None,
         config: CompressionConfig | None = None,
+        memo: MemoStore | None = None,
+        kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES,
         device: Any = None,
         dtype: Any = None,
         local_files_only: bool = False,
@@ -124,7 +146,22 @@ class PromptCompressor:
         )
         if isinstance(target, str):
             target = resolve_target(target, local_files_only=local_files_only)
-        return cls(draft, target=target, config=config)
+        return cls(draft, target=target, config=config, memo=memo, kv_cache_bytes=kv_cache_bytes)
+
+    def session(
+        self, config: SessionConfig | None = None, *, session_id: str | None = None, **options: Any
+    ) -> CompressionSession:
+        """A :class:`CompressionSession` for one conversation or agent thread.
+
+        Pass a :class:`SessionConfig` or its fields as keywords
+        (``pc.session(recompress="on_budget_pressure", max_tokens=8000)``).
+        ``session_id`` names the session's draft cache in the shared store (random by default).
+        """
+        if config is not None and options:
+            raise TypeError("pass either a SessionConfig or its fields as keywords, not both")
+        if config is not None and not isinstance(config, SessionConfig):
+            raise TypeError(f"config must be a SessionConfig, got {type(config).__name__}")
+        return CompressionSession(self, config or SessionConfig(**options), session_id=session_id)
 
     # ----------------------------------------------------------------- public
     def compress(
@@ -213,6 +250,18 @@ class PromptCompressor:
         return self._select(docs, scores, originals, cap, cfg, t0)
 
     # ---------------------------------------------------------------- private
+    def _compress_one(self, text: str, scores: DraftScores) -> CompressionResult:
+        """Select from ``scores`` (one document) at this compressor's budget."""
+        t0 = time.perf_counter()
+        cfg, originals, cap, unchanged = self._budget([text], None, None, t0)
+        if unchanged is not None:
+            return unchanged[0]
+        return self._select([text], scores, originals, cap, cfg, t0)[0]
+
+    def _passthrough(self, text: str, reason: str) -> CompressionResult:
+        n = self.target.count(text) if text.strip() else 0
+        return _unchanged(text, n, n, Timings(), reason)
+
     def _budget(
         self, docs: list[str], keep_rate: float | None, max_tokens: int | None, t0: float
     ) -> tuple[CompressionConfig, list[int], int, list[CompressionResult] | None]:

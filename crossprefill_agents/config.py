@@ -10,11 +10,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-__all__ = ["CompressionConfig"]
+__all__ = ["CompressionConfig", "SessionConfig"]
 
 OnError = Literal["fallback", "raise"]
 Unit = Literal["chunk", "sentence"]
 AttentionLayers = Literal["all", "global"]
+Recompress = Literal["never", "on_budget_pressure"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,37 @@ class CompressionConfig:
     def protect_patterns(self) -> tuple[re.Pattern[str], ...]:
         """The compiled ``protect`` expressions."""
         return self._compiled_protect
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Which messages of a conversation a session compresses, and what it does when the prompt outgrows a budget.
+
+    Per-segment budgets (``keep_rate``, ``max_tokens`` per message, ``min_tokens``) come from
+    the compressor's :class:`CompressionConfig`; these knobs are about the conversation.
+    """
+
+    compress_roles: tuple[str, ...] = ("tool", "function", "context", "document")  # roles whose messages shrink
+    compress_history: bool = False  # also shrink user/assistant messages older than the latest user message
+    max_tokens: int | None = None  # target tokens for the whole prompt; None = no prompt-level budget
+    recompress: Recompress = "never"  # "on_budget_pressure": shrink frozen segments again when over max_tokens
+    pressure_headroom: float = 0.75  # a recompression aims at this fraction of max_tokens, so later turns fit
+
+    def __post_init__(self) -> None:
+        if isinstance(self.compress_roles, str):
+            raise TypeError("compress_roles must be a sequence of role names, not a str: use compress_roles=('tool',)")
+        roles = tuple(self.compress_roles)
+        for r in roles:
+            if not isinstance(r, str):
+                raise TypeError(f"compress_roles must hold str role names, got {type(r).__name__}")
+            if r == "system":
+                raise ValueError("system messages are never compressed; remove 'system' from compress_roles")
+        object.__setattr__(self, "compress_roles", roles)
+        _check_max_tokens(self.max_tokens)
+        if self.recompress not in ("never", "on_budget_pressure"):
+            raise ValueError(f"recompress must be 'never' or 'on_budget_pressure', got {self.recompress!r}")
+        if isinstance(self.pressure_headroom, bool) or not 0.0 < self.pressure_headroom <= 1.0:
+            raise ValueError(f"pressure_headroom must be in (0, 1], got {self.pressure_headroom!r}")
 
 
 def _check_keep_rate(keep_rate: object) -> None:

@@ -26,7 +26,15 @@ from ._text import sanitize
 from .config import CompressionConfig
 from .scoring import aggregate_step, context_slice, mean_over_steps
 
-__all__ = ["DraftError", "DraftModel", "DraftScores", "DraftTimeoutError", "TokenizedText", "load_gguf"]
+__all__ = [
+    "DraftError",
+    "DraftModel",
+    "DraftPrefix",
+    "DraftScores",
+    "DraftTimeoutError",
+    "TokenizedText",
+    "load_gguf",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +68,51 @@ class DraftScores:
     windows: int  # scoring windows used
     prefill_s: float
     lookahead_s: float
+    reused_tokens: int = 0  # prompt tokens whose keys came from a kept draft cache (incremental scoring)
+
+
+class DraftPrefix:
+    """The draft's KV cache after reading a context, kept between agent turns.
+
+    Owned by one session at a time; :meth:`DraftModel.score_incremental` crops it to
+    the longest token prefix it shares with the next prompt and extends it from there.
+    After a failed pass it is reset (empty), never left half-written.
+    """
+
+    def __init__(self, draft_name: str) -> None:
+        self.draft_name = draft_name  # the draft this cache belongs to
+        self.ids: list[int] = []  # draft tokens whose keys and values the cache holds
+        self.cache: Any = None  # a transformers DynamicCache, created on first use
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached keys and values."""
+        if self.cache is None:
+            return 0
+        total = 0
+        for layer in getattr(self.cache, "layers", ()):
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
+        return total
+
+    def crop(self, length: int) -> None:
+        """Keep only the first ``length`` tokens."""
+        if length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        if self.cache is not None:
+            extra = self.cache.get_seq_length() - length
+            if extra > 0:
+                self.cache.crop(-extra)
+        del self.ids[length:]
+
+    def reset(self) -> None:
+        """Drop everything (the next pass prefills from scratch)."""
+        self.ids = []
+        self.cache = None
 
 
 def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
@@ -178,35 +231,15 @@ class DraftModel:
         with the query; each window's scores are scaled by its length so that 1.0 means
         "uniform attention" in every window.
         """
-        tokens = tuple(self.tokenize(d) for d in documents)
-        sep = self.tokenize("\n\n").ids
-        pieces: list[np.ndarray] = []
-        doc_starts: list[int] = []
-        pos = 0
-        for i, t in enumerate(tokens):
-            if i:
-                pieces.append(sep)
-                pos += len(sep)
-            doc_starts.append(pos)
-            pieces.append(t.ids)
-            pos += len(t.ids)
-        ctx_ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-        query_ids = self.tokenize(config.query_separator + query).ids if query else np.zeros(0, dtype=np.int64)
+        tokens, ctx_ids, doc_starts = self._context_ids(documents)
+        query_ids = self._query_ids(query, config)
         n = len(ctx_ids)
         scores = np.zeros(n, dtype=np.float64)
         prefill_s = lookahead_s = 0.0
         prefilled = 0
         n_windows = 0
         if n:
-            limit = config.window_tokens or self.max_positions or DEFAULT_WINDOW
-            if self.max_positions:
-                limit = min(limit, self.max_positions)
-            room = limit - len(self.prefix_ids) - len(query_ids) - config.lookahead - 1
-            if room < 64:
-                raise DraftError(
-                    f"the query takes {len(query_ids)} draft tokens and leaves no room for context in the "
-                    f"draft's {limit}-token window; shorten the query or raise window_tokens"
-                )
+            room = self._room(len(query_ids), config)
             n_windows = math.ceil(n / room)
             size = math.ceil(n / n_windows)
             for w in range(n_windows):
@@ -222,26 +255,133 @@ class DraftModel:
         per_doc = tuple(scores[s : s + len(t.ids)] for s, t in zip(doc_starts, tokens, strict=True))
         return DraftScores(query, tokens, per_doc, prefilled, n_windows, prefill_s, lookahead_s)
 
+    def context_room(self, query: str, config: CompressionConfig) -> int:
+        """Draft tokens of context that fit in one window next to ``query`` (see :meth:`score_incremental`)."""
+        return self._room(len(self._query_ids(query, config)), config)
+
+    def score_incremental(
+        self,
+        documents: Sequence[str],
+        query: str,
+        *,
+        config: CompressionConfig,
+        state: DraftPrefix,
+        deadline: float | None = None,
+    ) -> DraftScores:
+        """:meth:`score`, reusing and updating ``state``, the draft's cache from an earlier pass.
+
+        The cache is cropped to the longest token prefix it shares with this prompt (the
+        documents are tokenized one by one, so appending a document keeps every earlier
+        token), only the rest is prefilled, and the query steps run again. The scores equal
+        a from-scratch :meth:`score` of the same documents and query up to float rounding.
+        Afterwards ``state`` holds the context (without the query). The context must fit
+        one window (:meth:`context_room`); a longer one raises :class:`DraftError`.
+        """
+        if state.draft_name != self.name:
+            raise ValueError(f"this DraftPrefix belongs to draft {state.draft_name!r}, not {self.name!r}")
+        tokens, ctx_ids, doc_starts = self._context_ids(documents)
+        query_ids = self._query_ids(query, config)
+        n = len(ctx_ids)
+        room = self._room(len(query_ids), config)
+        if n > room:
+            raise DraftError(
+                f"the context takes {n} draft tokens, more than the {room} that fit one window with this "
+                "query; score fewer documents or use score()"
+            )
+        scores = np.zeros(n, dtype=np.float64)
+        if not n:
+            return DraftScores(query, tokens, tuple(scores[:0] for _ in tokens), 0, 0, 0.0, 0.0)
+        stable = [*self.prefix_ids, *ctx_ids.tolist()]
+        ids = [*stable, *query_ids.tolist()]
+        keep = 0
+        for a, b in zip(state.ids, stable, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(ids) - 1)  # the last prompt token must run as a query step
+        try:
+            window_scores, p_s, l_s, used = self._score_window(
+                ids, len(self.prefix_ids), len(stable), config, deadline, state=state, reuse=keep
+            )
+        except BaseException:
+            state.reset()
+            raise
+        scores[:] = window_scores * n
+        per_doc = tuple(scores[s : s + len(t.ids)] for s, t in zip(doc_starts, tokens, strict=True))
+        return DraftScores(query, tokens, per_doc, used, 1, p_s, l_s, reused_tokens=keep)
+
+    # ---------------------------------------------------------------- private
+    def _context_ids(self, documents: Sequence[str]) -> tuple[tuple[TokenizedText, ...], np.ndarray, list[int]]:
+        """Each document's tokens, the documents' ids joined by blank-line tokens, and where each starts."""
+        tokens = tuple(self.tokenize(d) for d in documents)
+        sep = self.tokenize("\n\n").ids
+        pieces: list[np.ndarray] = []
+        doc_starts: list[int] = []
+        pos = 0
+        for i, t in enumerate(tokens):
+            if i:
+                pieces.append(sep)
+                pos += len(sep)
+            doc_starts.append(pos)
+            pieces.append(t.ids)
+            pos += len(t.ids)
+        ctx_ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        return tokens, ctx_ids, doc_starts
+
+    def _query_ids(self, query: str, config: CompressionConfig) -> np.ndarray:
+        return self.tokenize(config.query_separator + query).ids if query else np.zeros(0, dtype=np.int64)
+
+    def _room(self, n_query: int, config: CompressionConfig) -> int:
+        limit = config.window_tokens or self.max_positions or DEFAULT_WINDOW
+        if self.max_positions:
+            limit = min(limit, self.max_positions)
+        room = limit - len(self.prefix_ids) - n_query - config.lookahead - 1
+        if room < 64:
+            raise DraftError(
+                f"the query takes {n_query} draft tokens and leaves no room for context in the "
+                f"draft's {limit}-token window; shorten the query or raise window_tokens"
+            )
+        return room
+
     def _score_window(
-        self, ids: list[int], ctx_start: int, ctx_end: int, config: CompressionConfig, deadline: float | None
+        self,
+        ids: list[int],
+        ctx_start: int,
+        ctx_end: int,
+        config: CompressionConfig,
+        deadline: float | None,
+        *,
+        state: DraftPrefix | None = None,
+        reuse: int = 0,
     ) -> tuple[np.ndarray, float, float, int]:
+        """Score one window. With ``state``: start from its first ``reuse`` tokens and leave ``ids[:ctx_end]`` in it."""
         from transformers import DynamicCache
 
         device = next(self.model.parameters()).device
         with self._lock, torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
+            if state is None:
+                cache = DynamicCache(config=self.model.config)
+            else:
+                state.crop(reuse)
+                if state.cache is None or not state.ids:
+                    # Full-length layers even for sliding-window models: those can be cropped anywhere,
+                    # and the model's masks still limit what each sliding layer sees.
+                    state.cache = DynamicCache()
+                    state.ids = []
+                cache = state.cache
             t0 = time.perf_counter()
             body = ids[:-1]
+            start = len(state.ids) if state is not None else 0
             block = config.prefill_chunk_tokens
             with self._attention(prefill=True):
-                for i in range(0, len(body), block):
+                for i in range(start, len(body), block):
                     _check_deadline(deadline)
                     chunk = torch.tensor([body[i : i + block]], device=device)
                     self.model(input_ids=chunk, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
             t1 = time.perf_counter()
             steps: list[torch.Tensor] = []
             token = ids[-1]
-            used = len(body)
+            used = len(body) - start
             with self._attention(prefill=False):
                 for step in range(config.lookahead + 1):
                     _check_deadline(deadline)
@@ -268,6 +408,9 @@ class DraftModel:
                     if token in self.eos_ids:
                         break
             t2 = time.perf_counter()
+            if state is not None:
+                state.ids = list(body)
+                state.crop(min(ctx_end, len(body)))  # drop the query and look-ahead tokens
         result = mean_over_steps(steps).double().cpu().numpy()
         return result, t1 - t0, t2 - t1, used
 

@@ -10,15 +10,25 @@ import crossprefill_agents
 
 EXPECTED_ALL = {
     "EMBEDDED_MODELS",
+    "ByteLRU",
     "CompressionConfig",
     "CompressionResult",
+    "CompressionSession",
     "DraftError",
     "DraftModel",
+    "DraftPrefix",
     "DraftTimeoutError",
+    "InMemoryMemoStore",
+    "MemoStore",
     "ModelNotAvailableError",
     "PromptCompressor",
+    "RedisMemoStore",
+    "SQLiteMemoStore",
+    "SessionConfig",
+    "SessionTurn",
     "Timings",
     "TokenCounter",
+    "TurnStats",
     "__version__",
     "resolve_target",
 }
@@ -40,10 +50,10 @@ def test_version_comes_from_metadata_and_py_typed_ships() -> None:
 
 
 def test_core_import_pulls_in_no_framework_and_no_optional_backend() -> None:
-    """Importing the core loads neither LangChain, LlamaIndex, tiktoken nor transformers."""
+    """Importing the core loads neither LangChain, LlamaIndex, tiktoken, transformers nor redis."""
     code = (
         "import sys, crossprefill_agents\n"
-        "bad = [m for m in ('langchain_core', 'langchain', 'llama_index', 'tiktoken', 'transformers') "
+        "bad = [m for m in ('langchain_core', 'langchain', 'llama_index', 'tiktoken', 'transformers', 'redis') "
         "if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

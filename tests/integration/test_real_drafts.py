@@ -42,3 +42,41 @@ def test_20k_token_context_with_the_8k_smollm2(smollm2: DraftModel, essays: str)
     assert r.fallback_reason is None and r.draft_tokens > 16_000
     assert r.original_tokens > 19_000 and r.compressed_tokens <= r.budget_tokens
     assert "71432" in r.text
+
+
+def test_incremental_scoring_matches_from_scratch(real_draft: DraftModel, essays: str) -> None:
+    """Three agent turns of real text: scores from the kept draft cache equal fresh scoring (max abs diff < 1e-4)."""
+    import numpy as np
+
+    from crossprefill_agents import DraftPrefix
+
+    cfg = CompressionConfig()
+    docs = [essays[i * 1500 : (i + 1) * 1500] for i in range(4)]  # ~350 tokens each
+    state = DraftPrefix(real_draft.name)
+    real_draft.score_incremental(docs[:2], "What did the author work on?", config=cfg, state=state)
+    for n in (3, 4):
+        inc = real_draft.score_incremental(docs[:n], QUESTION, config=cfg, state=state)
+        ref = real_draft.score(docs[:n], QUESTION, config=cfg)
+        assert inc.reused_tokens > 0 and inc.prefilled_tokens < ref.prefilled_tokens / 2
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(inc.scores, ref.scores, strict=True))
+        assert diff < 1e-4
+
+
+def test_session_keeps_a_passkey_across_turns(smollm2: DraftModel, essays: str) -> None:
+    """A search-agent session over real text: the tool output holding the key keeps it, and the prefix is stable."""
+    pc = PromptCompressor(smollm2, target="cl100k_base", config=CompressionConfig(keep_rate=0.2))
+    session = pc.session()
+    msgs: list[dict[str, str]] = [
+        {"role": "system", "content": "Answer from the search results."},
+        {"role": "user", "content": QUESTION},
+    ]
+    previous: list[dict[str, str]] = []
+    for turn in range(3):
+        body = haystack(essays[turn * 9000 :], 700, 0.5) if turn == 1 else essays[turn * 9000 : turn * 9000 + 3000]
+        msgs = [*msgs, {"role": "assistant", "content": f"search(page={turn})"}, {"role": "tool", "content": body}]
+        out = session.compress_messages(msgs)
+        assert out.messages[: len(previous)] == previous
+        previous = out.messages
+    assert out.stats.frozen_hits == 2 and out.stats.draft_tokens_reused > out.stats.draft_tokens_prefilled
+    assert "71432" in out.messages[5]["content"]
+    assert out.stats.target_tokens_after < 0.5 * out.stats.target_tokens_before
