@@ -1,4 +1,4 @@
-"""``python -m benchmarks SUITE [...]``: run one benchmark suite (``speed``)."""
+"""``python -m benchmarks SUITE [...]``: run one benchmark suite."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import sys
 
 
 def main() -> None:
-    suites = {"speed": "benchmarks.speed", "quality": "benchmarks.quality", "ablation": "benchmarks.ablation"}
+    suites = {
+        "speed": "benchmarks.speed",
+        "quality": "benchmarks.quality",
+        "ablation": "benchmarks.ablation",
+        "agent": "benchmarks.agent",
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in suites:
         sys.exit(f"usage: python -m benchmarks {{{','.join(suites)}}} [options]  (--help after a suite name)")
     import importlib

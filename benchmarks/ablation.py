@@ -1,12 +1,18 @@
 """Scoring levers, one at a time, on the same contexts: which ones move evidence recall.
 
     python -m benchmarks ablation [--n 12] [--length 2000]
+    python -m benchmarks ablation --levers [--n 12] [--length 2000]
 
-Each draft scores each context once per attention-layer setting (all layers; for Gemma-3
-also its full-attention layers only); every selection variant (units x lexical fusion
-weight) then reuses that pass through ``compress_scored``, so the variants differ in
-nothing else. Non-LLM rows on the same units are printed alongside. Results go to
-``benchmarks/results/ablation.{json,md}``.
+Default mode: each draft scores each context once per attention-layer setting (all
+layers; for Gemma-3 also its full-attention layers only); every selection variant (units
+x lexical fusion weight) then reuses that pass through ``compress_scored``, so the
+variants differ in nothing else. Results go to ``benchmarks/results/ablation.{json,md}``.
+
+``--levers``: the draft-side levers that need their own pass (look-ahead steps, the query
+read before the context too, int8 dynamic quantisation), each timed in the same run and
+read with the default selection (sentence units, lexical weight 0.7) and with the draft
+alone (lexical weight 0). Results go to ``benchmarks/results/ablation-levers.{json,md}``.
+Non-LLM rows on the same units are printed alongside in both modes.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from crossprefill_agents import CompressionConfig, PromptCompressor
+from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
 
 from .baselines import compress_baseline
 from .data import Example, load_examples
@@ -73,13 +79,7 @@ def run(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...])
                     for rate in RATES:
                         (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
                         rows[name][rate].append({"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)})
-    for method, unit in (("idf_overlap", "sentence"), ("bm25", "sentence"), ("idf_overlap", "window")):
-        for ex in examples:
-            for rate in RATES:
-                b = compress_baseline(method, unit, ex.context, ex.question, keep_rate=rate, counter=TARGET)
-                rows[f"baseline {method}/{unit}"][rate].append(
-                    {"dataset": ex.dataset, **_row(ex, b.kept_spans, b.text)}
-                )
+    _baseline_rows(examples, rows)
     tokens = sum(ex.context_tokens for ex in examples)
     return {
         "datasets": datasets,
@@ -88,6 +88,66 @@ def run(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...])
         "rows": {k: {str(r): v for r, v in d.items()} for k, d in rows.items()},
         "ms_per_1k": {k: 1000 * s / (tokens / 1000) for k, s in seconds.items()},
     }
+
+
+LEVERS: dict[str, tuple[bool, dict[str, Any]]] = {  # name -> (int8 draft, config fields)
+    "look-ahead 8 (default)": (False, {}),
+    "look-ahead 2": (False, {"lookahead": 2}),
+    "look-ahead 0": (False, {"lookahead": 0}),
+    "query before and after": (False, {"query_position": "both"}),
+    "int8, look-ahead 8": (True, {}),
+    "int8, look-ahead 2": (True, {"lookahead": 2}),
+}
+
+
+def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...]) -> dict[str, Any]:
+    """One draft pass per (draft, lever); each pass read with lexical weight 0.7 (default) and 0 (draft only)."""
+    from tqdm import tqdm
+
+    examples = [ex for ds in datasets for ex in load_examples(ds, n=n, context_tokens=length)]
+    rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    seconds: dict[str, float] = defaultdict(float)
+    for draft in drafts:
+        plain = DraftModel.from_pretrained(draft)
+        int8 = DraftModel.from_pretrained(draft, quantize="int8")
+        for lever, (quantized, fields) in LEVERS.items():
+            model = int8 if quantized else plain
+            score_cfg = CompressionConfig(**fields)
+            readers = {
+                w: PromptCompressor(model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w))
+                for w in (0.7, 0.0)
+            }
+            name = f"{draft} {lever}"
+            for ex in tqdm(examples, desc=name, unit="ctx"):
+                t = time.perf_counter()
+                scored = model.score([ex.context], ex.question, config=score_cfg)
+                seconds[name] += time.perf_counter() - t
+                for w, pc in readers.items():
+                    for rate in RATES:
+                        (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
+                        rows[f"{name} | lexical {w}"][rate].append(
+                            {"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)}
+                        )
+        del plain, int8
+    _baseline_rows(examples, rows)
+    tokens = sum(ex.context_tokens for ex in examples)
+    return {
+        "datasets": datasets,
+        "n": n,
+        "length": length,
+        "rows": {k: {str(r): v for r, v in d.items()} for k, d in rows.items()},
+        "ms_per_1k": {k: 1000 * s / (tokens / 1000) for k, s in seconds.items()},
+    }
+
+
+def _baseline_rows(examples: list[Example], rows: dict[str, dict[float, list[dict[str, Any]]]]) -> None:
+    for method, unit in (("idf_overlap", "sentence"), ("bm25", "sentence"), ("idf_overlap", "window")):
+        for ex in examples:
+            for rate in RATES:
+                b = compress_baseline(method, unit, ex.context, ex.question, keep_rate=rate, counter=TARGET)
+                rows[f"baseline {method}/{unit}"][rate].append(
+                    {"dataset": ex.dataset, **_row(ex, b.kept_spans, b.text)}
+                )
 
 
 def _stats(items: list[dict[str, Any]]) -> tuple[float, float, float, int]:
@@ -130,17 +190,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--length", type=int, default=2000)
     ap.add_argument("--datasets", nargs="+", default=["hotpotqa", "squad"])
     ap.add_argument("--drafts", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    ap.add_argument("--levers", action="store_true", help="the draft-side levers (own pass each), timed")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "ablation.json"
+    stem = "ablation-levers" if args.levers else "ablation"
+    path = RESULTS / f"{stem}.json"
     if args.report_only:
         result = json.loads(path.read_text())
     else:
-        result = run(tuple(args.datasets), args.n, args.length, tuple(args.drafts))
+        runner = run_levers if args.levers else run
+        result = runner(tuple(args.datasets), args.n, args.length, tuple(args.drafts))
         path.write_text(json.dumps(result) + "\n")
     md = to_markdown(result)
-    (RESULTS / "ablation.md").write_text(md)
+    (RESULTS / f"{stem}.md").write_text(md)
     print(md)
 
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -128,13 +128,15 @@ class PromptCompressor:
         dtype: Any = None,
         local_files_only: bool = False,
         trust_remote_code: bool = False,
+        quantize: Literal["int8"] | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> PromptCompressor:
         """Load a draft (embedded alias, ``.gguf`` file, local folder or hub id) and wrap it.
 
         ``target`` says whose tokens the budget counts: a tiktoken encoding or OpenAI model
         name, a transformers tokenizer or its id/path, or a callable ``str -> int``; by
-        default the draft's own tokenizer.
+        default the draft's own tokenizer. ``quantize="int8"``: dynamic int8 linear layers
+        (CPU). ``memo`` and ``kv_cache_bytes``: see the class docstring.
         """
         draft = DraftModel.from_pretrained(
             name,
@@ -142,6 +144,7 @@ class PromptCompressor:
             dtype=dtype,
             local_files_only=local_files_only,
             trust_remote_code=trust_remote_code,
+            quantize=quantize,
             model_kwargs=model_kwargs,
         )
         if isinstance(target, str):

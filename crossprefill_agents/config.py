@@ -16,6 +16,7 @@ OnError = Literal["fallback", "raise"]
 Unit = Literal["chunk", "sentence"]
 AttentionLayers = Literal["all", "global"]
 Recompress = Literal["never", "on_budget_pressure"]
+QueryPosition = Literal["after", "both"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class CompressionConfig:
     pool_kernel: int = 13  # width of the average pooling along context keys (odd, >= 1)
     query_separator: str = "\n\n"  # text placed between the context and the query in the draft prompt
     attention_layers: AttentionLayers = "all"  # "global": only layers that see the whole context vote
+    query_position: QueryPosition = "after"  # "both": the query is also read before the context
 
     # --- selection ---
     chunk_size: int = 32  # draft tokens per selection chunk
@@ -67,6 +69,8 @@ class CompressionConfig:
             raise ValueError(f"chunk_size must be an int >= 1 (32 in the paper), got {self.chunk_size!r}")
         if self.unit not in ("chunk", "sentence"):
             raise ValueError(f"unit must be 'chunk' or 'sentence', got {self.unit!r}")
+        if self.query_position not in ("after", "both"):
+            raise ValueError(f"query_position must be 'after' or 'both', got {self.query_position!r}")
         if self.attention_layers not in ("all", "global"):
             raise ValueError(f"attention_layers must be 'all' or 'global', got {self.attention_layers!r}")
         if isinstance(self.lexical_weight, bool) or not 0.0 <= self.lexical_weight <= 1.0:

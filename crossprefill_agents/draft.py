@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ __all__ = [
     "DraftTimeoutError",
     "TokenizedText",
     "load_gguf",
+    "quantize_int8",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,21 @@ def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[
     return model, tokenizer
 
 
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of the model's linear layers, for CPU drafts (in place; returns the model).
+
+    Weights are stored in int8 and activations quantised on the fly (``torch.ao`` dynamic
+    quantisation); attention stays in float. Roughly 1.2-1.5x faster on x86 CPUs.
+    """
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise ValueError("int8 dynamic quantisation runs on CPU only; load the draft without device= or quantize=")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice points to torchao, not installed here
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
 class DraftModel:
     """A small causal LM and its tokenizer, used only to score context tokens.
 
@@ -170,14 +186,19 @@ class DraftModel:
         dtype: torch.dtype | None = None,
         local_files_only: bool = False,
         trust_remote_code: bool = False,
+        quantize: Literal["int8"] | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> DraftModel:
         """Load a draft from an embedded alias, a ``.gguf`` file, a local folder or a hub id.
 
         Embedded aliases (``smollm2-135m``, ``gemma3-270m``) load from the converted folder
-        that ``crossprefill download`` writes. ``model_kwargs`` are passed to
-        ``AutoModelForCausalLM.from_pretrained`` (copied, never modified).
+        that ``crossprefill download`` writes. ``quantize="int8"`` applies dynamic int8
+        quantisation to the linear layers (CPU only; see :func:`quantize_int8`).
+        ``model_kwargs`` are passed to ``AutoModelForCausalLM.from_pretrained`` (copied,
+        never modified).
         """
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .embedded import EMBEDDED_MODELS, embedded_model_dir
@@ -201,7 +222,9 @@ class DraftModel:
             model = AutoModelForCausalLM.from_pretrained(where, local_files_only=local_files_only, **kwargs)
         if device is not None:
             model = model.to(device)
-        return cls(model, tokenizer, name=source)
+        if quantize == "int8":
+            model = quantize_int8(model)
+        return cls(model, tokenizer, name=source if quantize is None else f"{source}+{quantize}")
 
     # ------------------------------------------------------------------ tokens
     def tokenize(self, text: str) -> TokenizedText:
@@ -233,20 +256,21 @@ class DraftModel:
         """
         tokens, ctx_ids, doc_starts = self._context_ids(documents)
         query_ids = self._query_ids(query, config)
+        head = [*self.prefix_ids, *self._head_ids(query, config).tolist()]
         n = len(ctx_ids)
         scores = np.zeros(n, dtype=np.float64)
         prefill_s = lookahead_s = 0.0
         prefilled = 0
         n_windows = 0
         if n:
-            room = self._room(len(query_ids), config)
+            room = self._room(len(query_ids), config, head=len(head))
             n_windows = math.ceil(n / room)
             size = math.ceil(n / n_windows)
             for w in range(n_windows):
                 lo, hi = w * size, min(n, (w + 1) * size)
-                ids = [*self.prefix_ids, *ctx_ids[lo:hi].tolist(), *query_ids.tolist()]
+                ids = [*head, *ctx_ids[lo:hi].tolist(), *query_ids.tolist()]
                 window_scores, p_s, l_s, used = self._score_window(
-                    ids, len(self.prefix_ids), len(self.prefix_ids) + hi - lo, config, deadline
+                    ids, len(head), len(head) + hi - lo, config, deadline
                 )
                 scores[lo:hi] = window_scores * (hi - lo)
                 prefill_s += p_s
@@ -257,7 +281,8 @@ class DraftModel:
 
     def context_room(self, query: str, config: CompressionConfig) -> int:
         """Draft tokens of context that fit in one window next to ``query`` (see :meth:`score_incremental`)."""
-        return self._room(len(self._query_ids(query, config)), config)
+        head = len(self.prefix_ids) + len(self._head_ids(query, config))
+        return self._room(len(self._query_ids(query, config)), config, head=head)
 
     def score_incremental(
         self,
@@ -281,8 +306,9 @@ class DraftModel:
             raise ValueError(f"this DraftPrefix belongs to draft {state.draft_name!r}, not {self.name!r}")
         tokens, ctx_ids, doc_starts = self._context_ids(documents)
         query_ids = self._query_ids(query, config)
+        head = [*self.prefix_ids, *self._head_ids(query, config).tolist()]
         n = len(ctx_ids)
-        room = self._room(len(query_ids), config)
+        room = self._room(len(query_ids), config, head=len(head))
         if n > room:
             raise DraftError(
                 f"the context takes {n} draft tokens, more than the {room} that fit one window with this "
@@ -291,7 +317,7 @@ class DraftModel:
         scores = np.zeros(n, dtype=np.float64)
         if not n:
             return DraftScores(query, tokens, tuple(scores[:0] for _ in tokens), 0, 0, 0.0, 0.0)
-        stable = [*self.prefix_ids, *ctx_ids.tolist()]
+        stable = [*head, *ctx_ids.tolist()]
         ids = [*stable, *query_ids.tolist()]
         keep = 0
         for a, b in zip(state.ids, stable, strict=False):
@@ -301,7 +327,7 @@ class DraftModel:
         keep = min(keep, len(ids) - 1)  # the last prompt token must run as a query step
         try:
             window_scores, p_s, l_s, used = self._score_window(
-                ids, len(self.prefix_ids), len(stable), config, deadline, state=state, reuse=keep
+                ids, len(head), len(stable), config, deadline, state=state, reuse=keep
             )
         except BaseException:
             state.reset()
@@ -331,11 +357,17 @@ class DraftModel:
     def _query_ids(self, query: str, config: CompressionConfig) -> np.ndarray:
         return self.tokenize(config.query_separator + query).ids if query else np.zeros(0, dtype=np.int64)
 
-    def _room(self, n_query: int, config: CompressionConfig) -> int:
+    def _head_ids(self, query: str, config: CompressionConfig) -> np.ndarray:
+        """The query read before the context (``query_position="both"``), else nothing."""
+        if not query or config.query_position != "both":
+            return np.zeros(0, dtype=np.int64)
+        return self.tokenize(query + config.query_separator).ids
+
+    def _room(self, n_query: int, config: CompressionConfig, *, head: int) -> int:
         limit = config.window_tokens or self.max_positions or DEFAULT_WINDOW
         if self.max_positions:
             limit = min(limit, self.max_positions)
-        room = limit - len(self.prefix_ids) - n_query - config.lookahead - 1
+        room = limit - head - n_query - config.lookahead - 1
         if room < 64:
             raise DraftError(
                 f"the query takes {n_query} draft tokens and leaves no room for context in the "

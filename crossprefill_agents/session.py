@@ -14,8 +14,9 @@ cut down. Three things make a turn cheap and the prompt stable:
   in the session and written to the compressor's memo store, so another session, worker
   or process (SQLite / Redis stores) replays the same compression.
 * **Window rebase.** When the conversation outgrows the draft's window, the draft stops
-  reading the oldest messages (the system message stays), dropping to half a window, so
-  a rebase, which costs one fresh prefill, happens rarely.
+  reading the oldest messages (the system message stays unless it fills over a quarter
+  of the window), dropping to half a window, so a rebase, which costs one fresh
+  prefill, happens rarely.
 
 Memo key: the segment's text, the query it was scored against, the draft, the target
 tokenizer and every :class:`CompressionConfig` field. The query of a segment is the
@@ -69,7 +70,8 @@ class TurnStats:
     draft_tokens_reused: int  # draft tokens whose keys came from the session's cache
     draft_s: float  # seconds in draft forward passes
     total_s: float  # seconds for the whole call
-    draft_first_message: int  # index of the first non-system message the draft read (> 0 after a rebase)
+    draft_first_message: int  # index of the first non-system message the draft reads (> 0 after a rebase)
+    draft_read: tuple[int, ...]  # indices of the messages the draft read this turn (empty when it did not run)
     over_budget: bool  # the prompt still exceeds SessionConfig.max_tokens
     fallback_reason: str | None = None  # why segments passed through unchanged after a draft failure
 
@@ -180,9 +182,10 @@ class CompressionSession:
         draft_prefilled = draft_reused = 0
         draft_s = 0.0
         fallback: str | None = None
+        read: tuple[int, ...] = ()
         if missing:
             try:
-                new, draft_prefilled, draft_reused, draft_s = self._score_and_select(msgs, missing, seg_query)
+                new, read, draft_prefilled, draft_reused, draft_s = self._score_and_select(msgs, missing, seg_query)
             except Exception as e:  # fail open: a broken draft must not break the agent
                 if cfg.on_error == "raise":
                     raise
@@ -237,6 +240,7 @@ class CompressionSession:
             draft_s=draft_s,
             total_s=time.perf_counter() - t0,
             draft_first_message=self._first,
+            draft_read=read,
             over_budget=over,
             fallback_reason=fallback,
         )
@@ -256,7 +260,7 @@ class CompressionSession:
 
     def _score_and_select(
         self, msgs: list[dict[str, Any]], missing: list[int], seg_query: dict[int, str]
-    ) -> tuple[dict[int, CompressionResult], int, int, float]:
+    ) -> tuple[dict[int, CompressionResult], tuple[int, ...], int, int, float]:
         """Score the conversation with the draft (reusing this session's cache) and compress ``missing``."""
         pc = self.compressor
         cfg = pc.config
@@ -291,7 +295,7 @@ class CompressionSession:
         finally:
             if state is not None and len(state):
                 pc._kv.put(self.session_id, state)
-        return new, prefilled, reused, draft_s
+        return new, tuple(visible if visible is not None else missing), prefilled, reused, draft_s
 
     def _visible(self, msgs: list[dict[str, Any]], missing: list[int], room: int) -> list[int] | None:
         """Indices of the messages the draft reads, fitting one window; None when the segments alone do not fit."""
@@ -299,7 +303,9 @@ class CompressionSession:
         sep = len(draft.tokenize("\n\n").ids)
         readable = [i for i, m in enumerate(msgs) if isinstance(m["content"], str) and m["content"].strip()]
         size = {i: len(draft.tokenize(msgs[i]["content"]).ids) + sep for i in readable}
-        head = [i for i in readable if i == 0 and msgs[0]["role"] == "system"]
+        # The system message stays in view (its cache is reused every turn) unless it would crowd out the
+        # conversation: a system prompt over a quarter of the window (e.g. long tool schemas) is not read.
+        head = [i for i in readable if i == 0 and msgs[0]["role"] == "system" and size[0] <= room // 4]
         first_missing = min(missing)
 
         def total(start: int) -> int:

@@ -259,6 +259,15 @@ def test_window_rebase(tiny_llama_draft: DraftModel) -> None:
         turn = session.compress_messages(msgs)
         assert turn.stats.fallback_reason is None
     assert turn.stats.draft_first_message > 2 and turn.stats.compressed_now == 1
+    big_system = [{"role": "system", "content": make_text(400, seed=5)}, *trace(2, tool_words=100)[2][1:]]
+    fresh = pc.session()
+    turn = fresh.compress_messages(big_system)  # a system prompt past a quarter window is not read
+    assert turn.stats.fallback_reason is None and turn.stats.compressed_now == 2 and 0 not in turn.results
+    system_tokens = len(tiny_llama_draft.tokenize(big_system[0]["content"]).ids)
+    read = pc._kv.get(fresh.session_id)
+    assert read is not None and system_tokens > 900 // 4 and len(read) < sum(
+        len(tiny_llama_draft.tokenize(m["content"]).ids) + 2 for m in big_system[1:]
+    ) + 8
 
 
 def test_segment_longer_than_a_window_uses_windowed_scoring(tiny_llama_draft: DraftModel) -> None:
