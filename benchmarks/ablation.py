@@ -80,14 +80,7 @@ def run(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...])
                         (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
                         rows[name][rate].append({"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)})
     _baseline_rows(examples, rows)
-    tokens = sum(ex.context_tokens for ex in examples)
-    return {
-        "datasets": datasets,
-        "n": n,
-        "length": length,
-        "rows": {k: {str(r): v for r, v in d.items()} for k, d in rows.items()},
-        "ms_per_1k": {k: 1000 * s / (tokens / 1000) for k, s in seconds.items()},
-    }
+    return _result(datasets, n, length, examples, rows, seconds)
 
 
 LEVERS: dict[str, tuple[bool, dict[str, Any]]] = {  # name -> (int8 draft, config fields)
@@ -130,6 +123,17 @@ def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str
                         )
         del plain, int8
     _baseline_rows(examples, rows)
+    return _result(datasets, n, length, examples, rows, seconds)
+
+
+def _result(
+    datasets: tuple[str, ...],
+    n: int,
+    length: int,
+    examples: list[Example],
+    rows: dict[str, dict[float, list[dict[str, Any]]]],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
     tokens = sum(ex.context_tokens for ex in examples)
     return {
         "datasets": datasets,
