@@ -18,11 +18,15 @@ Non-LLM rows on the same units are printed alongside in both modes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
 
@@ -126,6 +130,64 @@ def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str
     return _result(datasets, n, length, examples, rows, seconds)
 
 
+PRIOR_BINS = 20
+
+
+def position_profile(scores: np.ndarray, bins: int = PRIOR_BINS) -> np.ndarray:
+    """Mean score per relative-position bin of one context, scores first scaled to mean 1: ``(bins,)``."""
+    x = np.asarray(scores, dtype=np.float64)
+    x = x / x.mean() if x.size and x.mean() > 0 else np.ones_like(x)
+    edges = np.linspace(0, len(x), bins + 1).astype(int)
+    return np.array([x[a:b].mean() if b > a else 1.0 for a, b in itertools.pairwise(edges)])
+
+
+def apply_prior(scores: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Divide each token's score by the prior of its relative-position bin."""
+    n = len(scores)
+    where = np.minimum((np.arange(n) * len(prior)) // max(n, 1), len(prior) - 1)
+    return np.asarray(scores) / prior[where]
+
+
+def run_prior(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...]) -> dict[str, Any]:
+    """A per-draft position prior, calibrated on essay text that answers none of the questions, divided out."""
+    from tqdm import tqdm
+
+    from .speed import essays_text
+
+    examples = [ex for ds in datasets for ex in load_examples(ds, n=n, context_tokens=length)]
+    calib_questions = [ex.question for ex in load_examples("hotpotqa", n=8, context_tokens=length, seed=1)]
+    essays = essays_text()
+    rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    priors: dict[str, list[float]] = {}
+    for draft in drafts:
+        model = DraftModel.from_pretrained(draft)
+        cfg = CompressionConfig()
+        profiles = []
+        for i, q in enumerate(tqdm(calib_questions, desc=f"{draft} calibration", unit="ctx")):
+            start = 40_000 + i * 12_000
+            text = essays[start : start + 9_000]
+            profiles.append(position_profile(model.score([text], q, config=cfg).scores[0]))
+        prior = np.mean(profiles, axis=0)
+        priors[draft] = prior.tolist()
+        readers = {
+            w: PromptCompressor(model, target=TARGET, config=CompressionConfig(lexical_weight=w)) for w in (0.7, 0.0)
+        }
+        for ex in tqdm(examples, desc=draft, unit="ctx"):
+            scored = model.score([ex.context], ex.question, config=cfg)
+            adjusted = replace(scored, scores=(apply_prior(scored.scores[0], prior),))
+            for label, sc in (("", scored), (" + position prior", adjusted)):
+                for w, pc in readers.items():
+                    for rate in RATES:
+                        (r,) = pc.compress_scored([ex.context], sc, keep_rate=rate)
+                        rows[f"{draft}{label} | lexical {w}"][rate].append(
+                            {"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)}
+                        )
+    _baseline_rows(examples, rows)
+    result = _result(datasets, n, length, examples, rows, {})
+    result["priors"] = priors
+    return result
+
+
 def _result(
     datasets: tuple[str, ...],
     n: int,
@@ -195,15 +257,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--datasets", nargs="+", default=["hotpotqa", "squad"])
     ap.add_argument("--drafts", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     ap.add_argument("--levers", action="store_true", help="the draft-side levers (own pass each), timed")
+    ap.add_argument("--prior", action="store_true", help="a calibrated position prior divided out of the scores")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "ablation-levers" if args.levers else "ablation"
+    stem = "ablation-levers" if args.levers else "ablation-prior" if args.prior else "ablation"
     path = RESULTS / f"{stem}.json"
     if args.report_only:
         result = json.loads(path.read_text())
     else:
-        runner = run_levers if args.levers else run
+        runner = run_levers if args.levers else run_prior if args.prior else run
         result = runner(tuple(args.datasets), args.n, args.length, tuple(args.drafts))
         path.write_text(json.dumps(result) + "\n")
     md = to_markdown(result)

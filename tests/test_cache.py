@@ -5,15 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -348,73 +344,6 @@ def test_sqlite_closed_store_raises(tmp_path: Path) -> None:
 
 
 # --- Redis ---
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port; skipped locally, failed in CI, when it is missing."""
-    binary = shutil.which("redis-server")
-    try:
-        import redis
-    except ImportError:
-        redis = None  # type: ignore[assignment]
-    if binary is None or redis is None:
-        missing = "the redis-server binary" if binary is None else "the redis package"
-        msg = f"{missing} is missing: run scripts/setup.sh (apt-get install redis-server; pip install redis)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Redis tests, but {msg}")
-        pytest.skip(msg)
-    workdir = tmp_path_factory.mktemp("redis")
-    for _attempt in range(3):  # the port can be taken between choosing it and binding it
-        port = _free_port()
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    break
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.02)
-        else:
-            client.close()
-            proc.terminate()
-            proc.wait(timeout=5)
-            continue
-        client.close()
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return
-    pytest.fail("redis-server did not answer PING on a free port in 3 tries")
-
-
-@pytest.fixture
-def redis_client(redis_server: str) -> Iterator[Any]:
-    """A client of the throwaway server, on an empty database."""
-    import redis
-
-    client = redis.Redis.from_url(redis_server)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def test_redis_store_from_url_round_trips_and_expires(redis_server: str, redis_client: Any) -> None:

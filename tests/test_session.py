@@ -191,6 +191,20 @@ def test_memo_is_shared_across_sessions_and_processes(tiny_llama_draft: DraftMod
     assert changed.session().compress_messages(msgs).stats.memo_hits == 0  # the config is part of the key
 
 
+def test_workers_share_one_redis_memo(tiny_llama_draft: DraftModel, redis_server: str) -> None:
+    """Two compressors (two agent workers) on one Redis memo: the second replays the first's compressions."""
+    from crossprefill_agents import RedisMemoStore
+
+    cfg = CompressionConfig(min_tokens=50)
+    msgs = trace(2)[2]
+    worker_a = PromptCompressor(tiny_llama_draft, target=words, config=cfg, memo=RedisMemoStore(redis_server))
+    worker_b = PromptCompressor(tiny_llama_draft, target=words, config=cfg, memo=RedisMemoStore(redis_server))
+    first = worker_a.session().compress_messages(msgs)
+    second = worker_b.session().compress_messages(msgs)
+    assert second.messages == first.messages
+    assert second.stats.memo_hits == 2 and second.stats.draft_tokens_prefilled == 0
+
+
 def test_malformed_memo_entry_is_dropped_and_recomputed(tiny_llama_draft: DraftModel) -> None:
     """A memo payload of the wrong shape is deleted and the segment compressed again."""
     store = InMemoryMemoStore()
