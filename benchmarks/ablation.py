@@ -8,6 +8,10 @@ layers; for Gemma-3 also its full-attention layers only); every selection varian
 x lexical fusion weight) then reuses that pass through ``compress_scored``, so the
 variants differ in nothing else. Results go to ``benchmarks/results/ablation.{json,md}``.
 
+``--prior``: a position prior calibrated per draft on essay text that answers none of the
+questions, divided out of the scores (``ablation-prior``). ``--heads``: retrieval heads
+ranked on facts planted in essay text, only the top k voting (``ablation-heads``).
+
 ``--levers``: the draft-side levers that need their own pass (look-ahead steps, the query
 read before the context too, int8 dynamic quantisation), each timed in the same run and
 read with the default selection (sentence units, lexical weight 0.7) and with the draft
@@ -188,6 +192,57 @@ def run_prior(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
     return result
 
 
+HEAD_COUNTS = (4, 8, 16, 32)
+
+
+def run_heads(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...]) -> dict[str, Any]:
+    """Retrieval heads: rank heads on planted facts in essay text, then let only the top k vote.
+
+    One pass per context records every head's pooled attention; each head subset's vote is
+    computed from it (exactly what ``CompressionConfig(heads=...)`` would score).
+    """
+    from tqdm import tqdm
+
+    from crossprefill_agents.draft import DraftScores
+    from crossprefill_agents.heads import find_retrieval_heads
+
+    from .speed import essays_text
+
+    examples = [ex for ds in datasets for ex in load_examples(ds, n=n, context_tokens=length)]
+    essays = essays_text()
+    calib = [essays[200_000 + i * 10_000 : 200_000 + i * 10_000 + 6_000] for i in range(8)]
+    rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    chosen: dict[str, list[list[int]]] = {}
+    for draft in drafts:
+        model = DraftModel.from_pretrained(draft)
+        cfg = CompressionConfig()
+        ranked = find_retrieval_heads(model, calib, top=max(HEAD_COUNTS))
+        chosen[draft] = [list(p) for p in ranked]
+        readers = {
+            w: PromptCompressor(model, target=TARGET, config=CompressionConfig(lexical_weight=w)) for w in (0.7, 0.0)
+        }
+        for ex in tqdm(examples, desc=f"{draft} heads", unit="ctx"):
+            per_head = model.head_scores([ex.context], ex.question, config=cfg)  # (steps, layers, heads, n)
+            tok = model.tokenize(ex.context)
+            subsets: dict[str, np.ndarray] = {"all heads": per_head.reshape(per_head.shape[0], -1, per_head.shape[-1])}
+            for k in HEAD_COUNTS:
+                idx = tuple(zip(*ranked[:k], strict=True))
+                subsets[f"top {k} retrieval heads"] = per_head[:, idx[0], idx[1], :]
+            for label, rows_ in subsets.items():
+                vote = rows_.max(axis=1).mean(axis=0).astype(np.float64)  # (n,)
+                sc = DraftScores(ex.question, (tok,), (vote,), 0, 1, 0.0, 0.0)
+                for w, pc in readers.items():
+                    for rate in RATES:
+                        (r,) = pc.compress_scored([ex.context], sc, keep_rate=rate)
+                        rows[f"{draft} {label} | lexical {w}"][rate].append(
+                            {"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)}
+                        )
+    _baseline_rows(examples, rows)
+    result = _result(datasets, n, length, examples, rows, {})
+    result["heads"] = chosen
+    return result
+
+
 def _result(
     datasets: tuple[str, ...],
     n: int,
@@ -258,15 +313,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--drafts", nargs="+", default=["smollm2-135m", "gemma3-270m"])
     ap.add_argument("--levers", action="store_true", help="the draft-side levers (own pass each), timed")
     ap.add_argument("--prior", action="store_true", help="a calibrated position prior divided out of the scores")
+    ap.add_argument("--heads", action="store_true", help="only calibrated retrieval heads vote")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "ablation-levers" if args.levers else "ablation-prior" if args.prior else "ablation"
+    modes = {"levers": run_levers, "prior": run_prior, "heads": run_heads}
+    mode = next((m for m in modes if getattr(args, m)), None)
+    stem = f"ablation-{mode}" if mode else "ablation"
     path = RESULTS / f"{stem}.json"
     if args.report_only:
         result = json.loads(path.read_text())
     else:
-        runner = run_levers if args.levers else run_prior if args.prior else run
+        runner = modes[mode] if mode else run
         result = runner(tuple(args.datasets), args.n, args.length, tuple(args.drafts))
         path.write_text(json.dumps(result) + "\n")
     md = to_markdown(result)

@@ -39,6 +39,7 @@ class CompressionConfig:
     query_separator: str = "\n\n"  # text placed between the context and the query in the draft prompt
     attention_layers: AttentionLayers = "all"  # "global": only layers that see the whole context vote
     query_position: QueryPosition = "after"  # "both": the query is also read before the context
+    heads: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs that vote (e.g. retrieval heads); () = all
 
     # --- selection ---
     chunk_size: int = 32  # draft tokens per selection chunk
@@ -71,6 +72,11 @@ class CompressionConfig:
             raise ValueError(f"unit must be 'chunk' or 'sentence', got {self.unit!r}")
         if self.query_position not in ("after", "both"):
             raise ValueError(f"query_position must be 'after' or 'both', got {self.query_position!r}")
+        heads = tuple(tuple(p) for p in self.heads)
+        for pair in heads:
+            if len(pair) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in pair):
+                raise ValueError(f"heads must be (layer, head) pairs of ints >= 0, got {pair!r}")
+        object.__setattr__(self, "heads", heads)
         if self.attention_layers not in ("all", "global"):
             raise ValueError(f"attention_layers must be 'all' or 'global', got {self.attention_layers!r}")
         if isinstance(self.lexical_weight, bool) or not 0.0 <= self.lexical_weight <= 1.0:

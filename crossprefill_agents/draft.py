@@ -24,7 +24,7 @@ import torch
 
 from ._text import sanitize
 from .config import CompressionConfig
-from .scoring import aggregate_step, context_slice, mean_over_steps
+from .scoring import context_slice, head_rows, mean_over_steps, pick_heads
 
 __all__ = [
     "DraftError",
@@ -279,6 +279,28 @@ class DraftModel:
         per_doc = tuple(scores[s : s + len(t.ids)] for s, t in zip(doc_starts, tokens, strict=True))
         return DraftScores(query, tokens, per_doc, prefilled, n_windows, prefill_s, lookahead_s)
 
+    def head_scores(self, documents: Sequence[str], query: str, *, config: CompressionConfig) -> np.ndarray:
+        """Every head's pooled, renormalised attention onto the context, per query step.
+
+        Returns ``(steps, layers, heads, n_ctx)`` float32 over the documents' tokens joined
+        as in :meth:`score` (one window; a longer context raises :class:`DraftError`).
+        ``config.heads`` and ``attention_layers`` are ignored: this is the raw material for
+        choosing heads (see :func:`crossprefill_agents.heads.find_retrieval_heads`).
+        """
+        _, ctx_ids, _ = self._context_ids(documents)
+        query_ids = self._query_ids(query, config)
+        head = [*self.prefix_ids, *self._head_ids(query, config).tolist()]
+        room = self._room(len(query_ids), config, head=len(head))
+        if not 0 < len(ctx_ids) <= room:
+            raise DraftError(f"head_scores needs 1 to {room} context tokens (one window), got {len(ctx_ids)}")
+        ids = [*head, *ctx_ids.tolist(), *query_ids.tolist()]
+        rows: list[torch.Tensor] = []
+        self._score_window(ids, len(head), len(head) + len(ctx_ids), config, None, capture=rows)
+        n_layers = len(self.model.config.layer_types) if getattr(self.model.config, "layer_types", None) else None
+        n_layers = n_layers or int(self.model.config.num_hidden_layers)
+        stacked = torch.stack(rows).float().cpu().numpy()  # (steps, layers*heads, n_ctx)
+        return stacked.reshape(len(rows), n_layers, -1, len(ctx_ids))
+
     def context_room(self, query: str, config: CompressionConfig) -> int:
         """Draft tokens of context that fit in one window next to ``query`` (see :meth:`score_incremental`)."""
         head = len(self.prefix_ids) + len(self._head_ids(query, config))
@@ -385,6 +407,7 @@ class DraftModel:
         *,
         state: DraftPrefix | None = None,
         reuse: int = 0,
+        capture: list[torch.Tensor] | None = None,
     ) -> tuple[np.ndarray, float, float, int]:
         """Score one window. With ``state``: start from its first ``reuse`` tokens and leave ``ids[:ctx_end]`` in it."""
         from transformers import DynamicCache
@@ -426,14 +449,19 @@ class DraftModel:
                     )
                     used += 1
                     total_keys = len(ids) + step
-                    layers = out.attentions
-                    if config.attention_layers == "global" and self.global_layers is not None:
-                        layers = [layers[i] for i in self.global_layers]
                     per_layer = [  # each (heads, n_ctx)
                         context_slice(a[0, :, -1, :], total_keys=total_keys, ctx_start=ctx_start, ctx_end=ctx_end)
-                        for a in layers
+                        for a in out.attentions
                     ]
-                    steps.append(aggregate_step(per_layer, kernel=config.pool_kernel))
+                    if capture is not None:
+                        capture.append(head_rows(per_layer, kernel=config.pool_kernel))  # (layers*heads, n_ctx)
+                    per_layer = pick_heads(per_layer, config.heads)  # still one block per layer
+                    if config.attention_layers == "global" and self.global_layers is not None:
+                        per_layer = [per_layer[i] for i in self.global_layers]
+                    per_layer = [r for r in per_layer if len(r)]
+                    if not per_layer:
+                        raise DraftError("no head is left to vote: config.heads lie outside attention_layers")
+                    steps.append(head_rows(per_layer, kernel=config.pool_kernel).amax(dim=0))  # (n_ctx,)
                     if step == config.lookahead:
                         break
                     token = int(out.logits[0, -1].argmax())

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 __all__ = [
     "aggregate_step",
     "context_slice",
+    "head_rows",
     "mean_over_steps",
+    "pick_heads",
     "pool_along_keys",
     "renormalize_over_context",
 ]
@@ -66,14 +68,36 @@ def pool_along_keys(scores: torch.Tensor, kernel: int) -> torch.Tensor:
     return pooled.reshape(shape)
 
 
+def head_rows(per_layer: Sequence[torch.Tensor], *, kernel: int) -> torch.Tensor:
+    """Per-layer ``(heads, n_ctx)`` rows -> ``(layers*heads, n_ctx)``, each renormalised and pooled."""
+    stacked = torch.cat([renormalize_over_context(w) for w in per_layer], dim=0)  # (layers*heads, n_ctx)
+    return pool_along_keys(stacked, kernel)
+
+
 def aggregate_step(per_layer: Sequence[torch.Tensor], *, kernel: int) -> torch.Tensor:
     """One query step: per-layer ``(heads, n_ctx)`` rows -> ``(n_ctx,)`` importance.
 
     Each row is renormalised over the context, pooled along keys, and the step's score
     of a token is its maximum over all layers and heads.
     """
-    stacked = torch.cat([renormalize_over_context(w) for w in per_layer], dim=0)  # (layers*heads, n_ctx)
-    return pool_along_keys(stacked, kernel).amax(dim=0)  # (n_ctx,)
+    return head_rows(per_layer, kernel=kernel).amax(dim=0)  # (n_ctx,)
+
+
+def pick_heads(per_layer: Sequence[torch.Tensor], heads: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Keep only the ``(layer, head)`` pairs in ``heads`` of per-layer ``(heads, n_ctx)`` rows.
+
+    The result stays aligned with the layers: a layer with none of the pairs gets an empty
+    ``(0, n_ctx)`` row block. An empty ``heads`` keeps everything.
+    """
+    if not heads:
+        return list(per_layer)
+    if not any(0 <= layer < len(per_layer) and h < len(per_layer[layer]) for layer, h in heads):
+        raise ValueError(f"none of the heads {list(heads)[:4]} exist in this draft's {len(per_layer)} layers")
+    out = []
+    for i, rows in enumerate(per_layer):
+        keep = sorted({h for layer, h in heads if layer == i and h < len(rows)})
+        out.append(rows[keep])  # (len(keep), n_ctx)
+    return out
 
 
 def mean_over_steps(steps: Sequence[torch.Tensor]) -> torch.Tensor:
