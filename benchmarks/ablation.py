@@ -92,11 +92,11 @@ def run(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...])
 
 
 LEVERS: dict[str, tuple[bool, dict[str, Any]]] = {  # name -> (int8 draft, config fields)
-    "look-ahead 8 (default)": (False, {}),
+    "look-ahead 8": (False, {"lookahead": 8}),
     "look-ahead 2": (False, {"lookahead": 2}),
     "look-ahead 0": (False, {"lookahead": 0}),
-    "query before and after": (False, {"query_position": "both"}),
-    "int8, look-ahead 8": (True, {}),
+    "query before and after": (False, {"lookahead": 8, "query_position": "both"}),
+    "int8, look-ahead 8": (True, {"lookahead": 8}),
     "int8, look-ahead 2": (True, {"lookahead": 2}),
 }
 

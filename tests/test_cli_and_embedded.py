@@ -46,6 +46,16 @@ def test_cli_json_has_the_whole_result(tiny_dir, tmp_path, capsys) -> None:  # t
     assert d["text"] == " [...] ".join(context[s:e] for s, e in d["kept_spans"])
 
 
+def test_cli_int8_draft(tiny_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--quantize int8 loads the draft with int8 linear layers and still compresses within the budget."""
+    src = tmp_path / "ctx.txt"
+    src.write_text(make_text(1500, seed=13), encoding="utf-8")
+    args = ["compress", str(src), "-q", "money", "--max-tokens", "150", "--json", "--quantize", "int8"]
+    assert main([*args, "--draft", str(tiny_dir)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["fallback_reason"] is None and 0 < d["compressed_tokens"] <= 150
+
+
 def test_cli_reads_stdin(tiny_dir) -> None:  # type: ignore[no-untyped-def]
     """`-` (the default) reads the context from stdin."""
     context = make_text(1200, seed=13)

@@ -10,9 +10,9 @@ from crossprefill_agents import CompressionConfig
 
 
 def test_defaults_keep_the_papers_scorer_and_add_measured_levers() -> None:
-    """Defaults score like the paper (8 look-ahead, kernel 13) but select sentences fused with lexical overlap."""
+    """Defaults pool like the paper (kernel 13) with 2 look-ahead steps, and select sentences fused with lexical overlap."""
     c = CompressionConfig()
-    assert (c.lookahead, c.pool_kernel, c.chunk_size, c.delimiter) == (8, 13, 32, " [...] ")
+    assert (c.lookahead, c.pool_kernel, c.chunk_size, c.delimiter) == (2, 13, 32, " [...] ")
     assert (c.unit, c.lexical_weight, c.attention_layers) == ("sentence", 0.7, "all")
     assert c.min_tokens == 256 and c.on_error == "fallback"
 
