@@ -10,7 +10,7 @@ from crossprefill_agents import CompressionConfig
 
 
 def test_defaults_keep_the_papers_scorer_and_add_measured_levers() -> None:
-    """Defaults pool like the paper (kernel 13) with 2 look-ahead steps, and select sentences fused with lexical overlap."""
+    """Defaults pool like the paper (kernel 13), look 2 steps ahead, and select sentences fused with word overlap."""
     c = CompressionConfig()
     assert (c.lookahead, c.pool_kernel, c.chunk_size, c.delimiter) == (2, 13, 32, " [...] ")
     assert (c.unit, c.lexical_weight, c.attention_layers) == ("sentence", 0.7, "all")
