@@ -123,12 +123,7 @@ def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str
                 t = time.perf_counter()
                 scored = model.score([ex.context], ex.question, config=score_cfg)
                 seconds[name] += time.perf_counter() - t
-                for w, pc in readers.items():
-                    for rate in RATES:
-                        (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
-                        rows[f"{name} | lexical {w}"][rate].append(
-                            {"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)}
-                        )
+                _read(rows, name, ex, scored, readers)
         del plain, int8
     _baseline_rows(examples, rows)
     return _result(datasets, n, length, examples, rows, seconds)
@@ -180,12 +175,7 @@ def run_prior(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
             scored = model.score([ex.context], ex.question, config=cfg)
             adjusted = replace(scored, scores=(apply_prior(scored.scores[0], prior),))
             for label, sc in (("", scored), (" + position prior", adjusted)):
-                for w, pc in readers.items():
-                    for rate in RATES:
-                        (r,) = pc.compress_scored([ex.context], sc, keep_rate=rate)
-                        rows[f"{draft}{label} | lexical {w}"][rate].append(
-                            {"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)}
-                        )
+                _read(rows, f"{draft}{label}", ex, sc, readers)
     _baseline_rows(examples, rows)
     result = _result(datasets, n, length, examples, rows, {})
     result["priors"] = priors
@@ -231,16 +221,25 @@ def run_heads(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
             for label, rows_ in subsets.items():
                 vote = rows_.max(axis=1).mean(axis=0).astype(np.float64)  # (n,)
                 sc = DraftScores(ex.question, (tok,), (vote,), 0, 1, 0.0, 0.0)
-                for w, pc in readers.items():
-                    for rate in RATES:
-                        (r,) = pc.compress_scored([ex.context], sc, keep_rate=rate)
-                        rows[f"{draft} {label} | lexical {w}"][rate].append(
-                            {"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)}
-                        )
+                _read(rows, f"{draft} {label}", ex, sc, readers)
     _baseline_rows(examples, rows)
     result = _result(datasets, n, length, examples, rows, {})
     result["heads"] = chosen
     return result
+
+
+def _read(
+    rows: dict[str, dict[float, list[dict[str, Any]]]],
+    name: str,
+    ex: Example,
+    scored: Any,
+    readers: dict[float, PromptCompressor],
+) -> None:
+    """Select from one scoring pass with each reader (lexical weight) at each rate, as rows ``name | lexical w``."""
+    for w, pc in readers.items():
+        for rate in RATES:
+            (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
+            rows[f"{name} | lexical {w}"][rate].append({"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)})
 
 
 def _result(

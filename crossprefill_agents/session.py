@@ -107,7 +107,7 @@ class CompressionSession:
         self.session_id = session_id or uuid.uuid4().hex  # key of this session's draft cache in the shared store
         self._lock = threading.Lock()
         self._frozen: dict[str, CompressionResult] = {}  # memo key -> the compression sent at first sight
-        self._counts: dict[str, int] = {}  # content digest -> target tokens
+        self._counts: dict[str, int] = {}  # "t" / "d" + content digest -> target / draft tokens
         self._first = 0  # first non-system message the draft reads (moves forward on a rebase)
 
     # ----------------------------------------------------------------- public
@@ -302,7 +302,7 @@ class CompressionSession:
         draft = self.compressor.draft
         sep = len(draft.tokenize("\n\n").ids)
         readable = [i for i, m in enumerate(msgs) if isinstance(m["content"], str) and m["content"].strip()]
-        size = {i: len(draft.tokenize(msgs[i]["content"]).ids) + sep for i in readable}
+        size = {i: self._draft_len(msgs[i]["content"]) + sep for i in readable}
         # The system message stays in view (its cache is reused every turn) unless it would crowd out the
         # conversation: a system prompt over a quarter of the window (e.g. long tool schemas) is not read.
         head = [i for i in readable if i == 0 and msgs[0]["role"] == "system" and size[0] <= room // 4]
@@ -329,12 +329,21 @@ class CompressionSession:
         return head + [i for i in readable if i >= start and i not in head]
 
     def _count(self, text: object) -> int:
+        """Target tokens of a message's content, counted once per distinct content."""
         if not isinstance(text, str) or not text.strip():
             return 0
-        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        n = self._counts.get(digest)
+        key = "t" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        n = self._counts.get(key)
         if n is None:
-            n = self._counts[digest] = self.compressor.target.count(text)
+            n = self._counts[key] = self.compressor.target.count(text)
+        return n
+
+    def _draft_len(self, text: str) -> int:
+        """Draft tokens of a message's content, counted once per distinct content."""
+        key = "d" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        n = self._counts.get(key)
+        if n is None:
+            n = self._counts[key] = len(self.compressor.draft.tokenize(text).ids)
         return n
 
     def _key(self, text: str, query: str) -> str:
