@@ -278,13 +278,21 @@ def _stats(items: list[dict[str, Any]]) -> tuple[float, float, float, int]:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
+    if "heads" in result:
+        passes = "One pass per context records every head; each head subset's vote is computed from it."
+    elif "priors" in result:
+        passes = "One pass per context, read with and without the calibrated position prior."
+    elif any("look-ahead" in k for k in result["ms_per_1k"]):
+        passes = "Each lever is its own draft pass, timed in this run."
+    else:
+        passes = "One draft pass per (draft, layers) serves every selection variant."
     datasets = list(result["datasets"])
     head = " | ".join(f"{ds} @{r}: recall / answer / low-overlap recall" for r in RATES for ds in datasets)
     lines = [
         f"## Scoring ablation: {', '.join(datasets)}, {result['n']} examples each, {result['length']} {TARGET} tokens",
         "",
         "Recall: supporting sentences with >= 80% of their words kept (%). Low overlap: evidence sharing "
-        "<= 1 content word with the question. One draft pass per (draft, layers) serves every selection variant.",
+        f"<= 1 content word with the question. {passes}",
         "",
         f"| variant | {head} |",
         "|---|" + "---|" * (len(RATES) * len(datasets)),
@@ -295,7 +303,8 @@ def to_markdown(result: dict[str, Any]) -> str:
             for ds in datasets:
                 a, rec, low, n_low = _stats([it for it in by_rate[str(r)] if it["dataset"] == ds])
                 cells.append(f"{rec:.1f} / {a:.1f} / {low:.1f} ({n_low})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        label = name.replace(" | ", ", ")  # a "|" inside a cell would split the markdown row
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Draft scoring cost, ms per 1k context tokens: "
