@@ -4,7 +4,7 @@
 
 For each draft and length, on the same essay text in one run: (a) one plain forward of the
 whole prompt with the model's fused (sdpa) attention and ``logits_to_keep=1``, the cheapest
-way the draft can read it; (b) the full scoring pass (block prefill + 9 eager query steps).
+way the draft can read it; (b) the full scoring pass (block prefill + the eager query steps).
 The ratio b/a is the method's overhead over reading the prompt at all (goal: <= 1.3x).
 Peak RSS is measured in a fresh subprocess that loads SmolLM2 and compresses a 32k-token
 context (goal: <= 3 GB). Results go to ``benchmarks/results/speed.{json,md}``.
