@@ -255,8 +255,7 @@ class DraftModel:
         "uniform attention" in every window.
         """
         tokens, ctx_ids, doc_starts = self._context_ids(documents)
-        query_ids = self._query_ids(query, config)
-        head = [*self.prefix_ids, *self._head_ids(query, config).tolist()]
+        head, query_ids = self._prompt_parts(query, config)
         n = len(ctx_ids)
         scores = np.zeros(n, dtype=np.float64)
         prefill_s = lookahead_s = 0.0
@@ -288,23 +287,20 @@ class DraftModel:
         choosing heads (see :func:`crossprefill_agents.heads.find_retrieval_heads`).
         """
         _, ctx_ids, _ = self._context_ids(documents)
-        query_ids = self._query_ids(query, config)
-        head = [*self.prefix_ids, *self._head_ids(query, config).tolist()]
+        head, query_ids = self._prompt_parts(query, config)
         room = self._room(len(query_ids), config, head=len(head))
         if not 0 < len(ctx_ids) <= room:
             raise DraftError(f"head_scores needs 1 to {room} context tokens (one window), got {len(ctx_ids)}")
         ids = [*head, *ctx_ids.tolist(), *query_ids.tolist()]
         rows: list[torch.Tensor] = []
         self._score_window(ids, len(head), len(head) + len(ctx_ids), config, None, capture=rows)
-        n_layers = len(self.model.config.layer_types) if getattr(self.model.config, "layer_types", None) else None
-        n_layers = n_layers or int(self.model.config.num_hidden_layers)
         stacked = torch.stack(rows).float().cpu().numpy()  # (steps, layers*heads, n_ctx)
-        return stacked.reshape(len(rows), n_layers, -1, len(ctx_ids))
+        return stacked.reshape(len(rows), int(self.model.config.num_hidden_layers), -1, len(ctx_ids))
 
     def context_room(self, query: str, config: CompressionConfig) -> int:
         """Draft tokens of context that fit in one window next to ``query`` (see :meth:`score_incremental`)."""
-        head = len(self.prefix_ids) + len(self._head_ids(query, config))
-        return self._room(len(self._query_ids(query, config)), config, head=head)
+        head, query_ids = self._prompt_parts(query, config)
+        return self._room(len(query_ids), config, head=len(head))
 
     def score_incremental(
         self,
@@ -327,8 +323,7 @@ class DraftModel:
         if state.draft_name != self.name:
             raise ValueError(f"this DraftPrefix belongs to draft {state.draft_name!r}, not {self.name!r}")
         tokens, ctx_ids, doc_starts = self._context_ids(documents)
-        query_ids = self._query_ids(query, config)
-        head = [*self.prefix_ids, *self._head_ids(query, config).tolist()]
+        head, query_ids = self._prompt_parts(query, config)
         n = len(ctx_ids)
         room = self._room(len(query_ids), config, head=len(head))
         if n > room:
@@ -378,6 +373,10 @@ class DraftModel:
 
     def _query_ids(self, query: str, config: CompressionConfig) -> np.ndarray:
         return self.tokenize(config.query_separator + query).ids if query else np.zeros(0, dtype=np.int64)
+
+    def _prompt_parts(self, query: str, config: CompressionConfig) -> tuple[list[int], np.ndarray]:
+        """The ids before the context (special prefix, and the query when read first) and the query ids after it."""
+        return [*self.prefix_ids, *self._head_ids(query, config).tolist()], self._query_ids(query, config)
 
     def _head_ids(self, query: str, config: CompressionConfig) -> np.ndarray:
         """The query read before the context (``query_position="both"``), else nothing."""

@@ -36,10 +36,8 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from .config import CompressionConfig, SessionConfig
 from .draft import DraftPrefix, DraftScores
@@ -415,16 +413,7 @@ def _content(msgs: list[dict[str, Any]], i: int | None) -> str:
 
 def _slice(scored: DraftScores, k: int) -> DraftScores:
     """The scores of document ``k`` alone, as a one-document :class:`DraftScores`."""
-    return DraftScores(
-        scored.query,
-        (scored.tokens[k],),
-        (np.asarray(scored.scores[k]),),
-        scored.prefilled_tokens,
-        scored.windows,
-        scored.prefill_s,
-        scored.lookahead_s,
-        scored.reused_tokens,
-    )
+    return replace(scored, tokens=(scored.tokens[k],), scores=(scored.scores[k],))
 
 
 def _typed(value: Any, kind: type) -> Any:
