@@ -323,6 +323,7 @@ class PromptCompressor:
                 chunk_size=cfg.chunk_size,
                 snap_to_words=cfg.snap_to_words,
                 unit=cfg.unit,
+                max_sentence_tokens=cfg.max_sentence_tokens,
             )
         if cfg.lexical_weight > 0 and units:
             draft_scores = np.array([u.score for u in units])

@@ -17,6 +17,8 @@ Unit = Literal["chunk", "sentence"]
 AttentionLayers = Literal["all", "global"]
 Recompress = Literal["never", "on_budget_pressure"]
 QueryPosition = Literal["after", "both"]
+Scorer = Literal["question", "lookahead"]
+Heads = tuple[tuple[int, int], ...] | Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,15 @@ class CompressionConfig:
     Budget: give ``keep_rate`` (a fraction of the context's *target* tokens) or
     ``max_tokens`` (an absolute number of target tokens); ``max_tokens`` wins when both
     are set. Both can also be passed per call to ``PromptCompressor.compress``.
+
+    Scoring: with ``scorer="question"`` (the default) every token of the query reads the
+    context; each head's mean attention onto a context token, minus that head's attention
+    from a content-free query ("N/A") over the same context (what the context draws
+    whatever is asked: attention sinks, the last tokens), is the head's vote, and a token
+    scores the max over the voting heads. ``scorer="lookahead"`` is the published method:
+    the last prompt token and ``lookahead`` greedy tokens are the queries, max over heads,
+    mean over steps. ``heads="auto"`` lets the draft's retrieval heads vote in the question
+    scorer (calibrated once per draft, see :mod:`crossprefill_agents.heads`), else every head.
     """
 
     # --- budget (in target tokens) ---
@@ -33,18 +44,20 @@ class CompressionConfig:
     max_tokens: int | None = None  # hard cap on the compressed context's target tokens
     min_tokens: int = 256  # contexts shorter than this many target tokens pass through unchanged
 
-    # --- scoring (the published speculative-prefill method) ---
-    lookahead: int = 2  # greedy look-ahead tokens after the prompt (8 in the paper); 0 = last prompt token only
+    # --- scoring ---
+    scorer: Scorer = "question"  # whose attention votes: "question" (its tokens, calibrated) or "lookahead" (paper)
+    lookahead: int = 2  # "lookahead" scorer: greedy look-ahead tokens (8 in the paper); 0 = last prompt token only
     pool_kernel: int = 13  # width of the average pooling along context keys (odd, >= 1)
     query_separator: str = "\n\n"  # text placed between the context and the query in the draft prompt
     attention_layers: AttentionLayers = "all"  # "global": only layers that see the whole context vote
     query_position: QueryPosition = "after"  # "both": the query is also read before the context
-    heads: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs that vote (e.g. retrieval heads); () = all
+    heads: Heads = "auto"  # (layer, head) pairs that vote; () = all; "auto" = the draft's calibrated retrieval heads
 
     # --- selection ---
     chunk_size: int = 32  # draft tokens per selection chunk
-    unit: Unit = "sentence"  # "sentence": sentences/lines (long ones chunked); "chunk": chunk_size-token chunks
-    lexical_weight: float = 0.7  # weight of idf query-word overlap in a rank fusion with the draft's score
+    unit: Unit = "sentence"  # "sentence": sentences/lines; "chunk": chunk_size-token chunks
+    max_sentence_tokens: int = 256  # sentence units: a sentence longer than this (draft tokens) is cut into chunks
+    lexical_weight: float = 0.3  # weight of idf query-word overlap in a rank fusion with the draft's score
     delimiter: str = " [...] "  # joins kept spans that have a gap between them
     protect: tuple[str, ...] = ()  # regular expressions whose matches are never dropped
     snap_to_words: bool = True  # move chunk edges to the nearest word boundary (no cut words)
@@ -72,11 +85,23 @@ class CompressionConfig:
             raise ValueError(f"unit must be 'chunk' or 'sentence', got {self.unit!r}")
         if self.query_position not in ("after", "both"):
             raise ValueError(f"query_position must be 'after' or 'both', got {self.query_position!r}")
-        heads = tuple(tuple(p) for p in self.heads)
-        for pair in heads:
-            if len(pair) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in pair):
-                raise ValueError(f"heads must be (layer, head) pairs of ints >= 0, got {pair!r}")
-        object.__setattr__(self, "heads", heads)
+        if self.scorer not in ("question", "lookahead"):
+            raise ValueError(f"scorer must be 'question' or 'lookahead', got {self.scorer!r}")
+        if isinstance(self.heads, str):
+            if self.heads != "auto":
+                raise ValueError(f"heads must be 'auto' or a sequence of (layer, head) pairs, got {self.heads!r}")
+        else:
+            heads = tuple(tuple(p) for p in self.heads)
+            for pair in heads:
+                if len(pair) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in pair):
+                    raise ValueError(f"heads must be (layer, head) pairs of ints >= 0, got {pair!r}")
+            object.__setattr__(self, "heads", heads)
+        if (
+            isinstance(self.max_sentence_tokens, bool)
+            or not isinstance(self.max_sentence_tokens, int)
+            or self.max_sentence_tokens < 1
+        ):
+            raise ValueError(f"max_sentence_tokens must be an int >= 1, got {self.max_sentence_tokens!r}")
         if self.attention_layers not in ("all", "global"):
             raise ValueError(f"attention_layers must be 'all' or 'global', got {self.attention_layers!r}")
         if isinstance(self.lexical_weight, bool) or not 0.0 <= self.lexical_weight <= 1.0:
@@ -111,10 +136,12 @@ class CompressionConfig:
     def paper(cls) -> CompressionConfig:
         """The faithful published speculative-prefill scorer: 8 look-ahead tokens, kernel 13, 32-token chunks.
 
-        No sentence units, no lexical fusion, all layers vote, chunk edges are not moved:
-        the reference row of every benchmark table.
+        No sentence units, no lexical fusion, every head of every layer votes, chunk edges
+        are not moved: the reference row of every benchmark table.
         """
         return cls(
+            scorer="lookahead",
+            heads=(),
             lookahead=8,
             pool_kernel=13,
             chunk_size=32,

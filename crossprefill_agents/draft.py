@@ -1,9 +1,11 @@
 """Loading a draft model and running it to score context tokens.
 
-Memory stays linear in the context length: the prompt is prefilled in blocks with the
-model's own fused attention (sdpa), and only the few query steps (the last prompt token
-and the greedy look-ahead tokens) run with eager attention to expose their weights,
-one row per layer and head, never an n x n map.
+Memory stays linear in the context length: the context is prefilled in blocks with the
+model's own fused attention (sdpa), and only the query tokens run with eager attention to
+expose their weights (a few rows per layer and head, never an n x n map): the question's
+tokens and a content-free null query for the default scorer, the last prompt token and
+the greedy look-ahead tokens for the published one. The question scorer needs no logits,
+so the forward stops after the deepest layer whose heads vote.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import torch
 
 from ._text import sanitize
 from .config import CompressionConfig
-from .scoring import context_slice, head_rows, mean_over_steps, pick_heads
+from .scoring import (
+    context_slice,
+    head_rows,
+    mean_over_steps,
+    pick_heads,
+    pool_along_keys,
+    renormalize_over_context,
+)
 
 __all__ = [
     "DraftError",
@@ -40,6 +49,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 8192  # draft tokens per window when the model states no position limit
+NULL_QUERY = "N/A"  # the content-free query whose attention calibrates the question scorer
+QUERY_BLOCK = 16  # question tokens per eager forward (bounds the attention maps held at once)
 
 
 class DraftError(RuntimeError):
@@ -68,7 +79,7 @@ class DraftScores:
     prefilled_tokens: int  # draft tokens run through the model (all windows, prompt + query steps)
     windows: int  # scoring windows used
     prefill_s: float
-    lookahead_s: float
+    lookahead_s: float  # the query passes: question + null query, or last prompt token + look-ahead
     reused_tokens: int = 0  # prompt tokens whose keys came from a kept draft cache (incremental scoring)
 
 
@@ -84,6 +95,7 @@ class DraftPrefix:
         self.draft_name = draft_name  # the draft this cache belongs to
         self.ids: list[int] = []  # draft tokens whose keys and values the cache holds
         self.cache: Any = None  # a transformers DynamicCache, created on first use
+        self.depth: int | None = None  # decoder layers the cache holds (a truncated forward keeps fewer)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -114,6 +126,7 @@ class DraftPrefix:
         """Drop everything (the next pass prefills from scratch)."""
         self.ids = []
         self.cache = None
+        self.depth = None
 
 
 def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
@@ -153,7 +166,14 @@ class DraftModel:
     Safe to share between threads: one forward runs at a time.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str | None = None,
+        retrieval_heads: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
         if not getattr(tokenizer, "is_fast", True):
             raise TypeError(
                 "the draft tokenizer must be a fast (Rust) tokenizer: character offsets are needed to map "
@@ -162,6 +182,12 @@ class DraftModel:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "name_or_path", None) or type(model).__name__
+        # Heads that vote for CompressionConfig(heads="auto") in the question scorer; None = all heads.
+        # Set from a calibration (crossprefill_agents.heads), or loaded by from_pretrained.
+        self.retrieval_heads: tuple[tuple[int, int], ...] | None = (
+            tuple((int(a), int(b)) for a, b in retrieval_heads) if retrieval_heads else None
+        )
+        self.num_layers = int(model.config.num_hidden_layers)
         self._lock = threading.Lock()
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -279,12 +305,15 @@ class DraftModel:
         return DraftScores(query, tokens, per_doc, prefilled, n_windows, prefill_s, lookahead_s)
 
     def head_scores(self, documents: Sequence[str], query: str, *, config: CompressionConfig) -> np.ndarray:
-        """Every head's pooled, renormalised attention onto the context, per query step.
+        """Every head's pooled, renormalised attention onto the context, per query token.
 
-        Returns ``(steps, layers, heads, n_ctx)`` float32 over the documents' tokens joined
-        as in :meth:`score` (one window; a longer context raises :class:`DraftError`).
-        ``config.heads`` and ``attention_layers`` are ignored: this is the raw material for
-        choosing heads (see :func:`crossprefill_agents.heads.find_retrieval_heads`).
+        Returns ``(queries, layers, heads, n_ctx)`` float32 over the documents' tokens joined
+        as in :meth:`score` (one window; a longer context raises :class:`DraftError`). The
+        queries are the question's tokens for ``scorer="question"`` (before the null query is
+        subtracted: ``head_scores`` of the query ``"N/A"`` gives that), the last prompt token
+        and the look-ahead tokens for ``"lookahead"``. ``config.heads`` and
+        ``attention_layers`` are ignored: this is the raw material for choosing heads (see
+        :func:`crossprefill_agents.heads.find_retrieval_heads`).
         """
         _, ctx_ids, _ = self._context_ids(documents)
         head, query_ids = self._prompt_parts(query, config)
@@ -295,7 +324,7 @@ class DraftModel:
         rows: list[torch.Tensor] = []
         self._score_window(ids, len(head), len(head) + len(ctx_ids), config, None, capture=rows)
         stacked = torch.stack(rows).float().cpu().numpy()  # (steps, layers*heads, n_ctx)
-        return stacked.reshape(len(rows), int(self.model.config.num_hidden_layers), -1, len(ctx_ids))
+        return stacked.reshape(len(rows), self.num_layers, -1, len(ctx_ids))
 
     def context_room(self, query: str, config: CompressionConfig) -> int:
         """Draft tokens of context that fit in one window next to ``query`` (see :meth:`score_incremental`)."""
@@ -388,13 +417,28 @@ class DraftModel:
         limit = config.window_tokens or self.max_positions or DEFAULT_WINDOW
         if self.max_positions:
             limit = min(limit, self.max_positions)
-        room = limit - head - n_query - config.lookahead - 1
+        if config.scorer == "question":  # the null query reads the same context after the question
+            room = limit - head - max(n_query, len(self._query_ids(NULL_QUERY, config))) - 1
+        else:
+            room = limit - head - n_query - config.lookahead - 1
         if room < 64:
             raise DraftError(
                 f"the query takes {n_query} draft tokens and leaves no room for context in the "
                 f"draft's {limit}-token window; shorten the query or raise window_tokens"
             )
         return room
+
+    def voting_heads(self, config: CompressionConfig) -> tuple[tuple[int, int], ...]:
+        """The (layer, head) pairs that vote under ``config`` (``()`` = every head)."""
+        if config.heads == "auto":
+            return self.retrieval_heads or () if config.scorer == "question" else ()
+        return config.heads
+
+    def _depth(self, config: CompressionConfig, heads: tuple[tuple[int, int], ...], capture: bool) -> int:
+        """Decoder layers the question scorer needs: it stops after the deepest voting layer."""
+        if capture or not heads:
+            return self.num_layers
+        return max(1, min(self.num_layers, 1 + max(layer for layer, _ in heads)))
 
     def _score_window(
         self,
@@ -408,70 +452,199 @@ class DraftModel:
         reuse: int = 0,
         capture: list[torch.Tensor] | None = None,
     ) -> tuple[np.ndarray, float, float, int]:
-        """Score one window. With ``state``: start from its first ``reuse`` tokens and leave ``ids[:ctx_end]`` in it."""
+        """Score one window. With ``state``: start from its first ``reuse`` tokens and leave ``ids[:ctx_end]`` in it.
+
+        ``capture`` collects each query's ``(layers*heads, n_ctx)`` rows at full depth
+        (question tokens for the question scorer, the query steps for the look-ahead one).
+        """
         from transformers import DynamicCache
 
-        device = next(self.model.parameters()).device
-        with self._lock, torch.inference_mode():
+        question = config.scorer == "question" and ctx_end < len(ids)  # an empty query: the look-ahead queries
+        heads = self.voting_heads(config) if question or config.heads != "auto" else ()
+        depth = self._depth(config, heads, capture is not None) if question else self.num_layers
+        with self._lock, torch.inference_mode(), self._truncated(depth):
             if state is None:
-                cache = DynamicCache(config=self.model.config)
+                # The question scorer crops back to the context between its two queries: full-length
+                # layers even for sliding-window models (the model's masks still limit what they see).
+                cache = DynamicCache() if question else DynamicCache(config=self.model.config)
             else:
+                if state.depth != depth:
+                    state.reset()
                 state.crop(reuse)
                 if state.cache is None or not state.ids:
-                    # Full-length layers even for sliding-window models: those can be cropped anywhere,
-                    # and the model's masks still limit what each sliding layer sees.
-                    state.cache = DynamicCache()
+                    state.cache = DynamicCache()  # full-length layers: cropped anywhere
                     state.ids = []
+                state.depth = depth
                 cache = state.cache
             t0 = time.perf_counter()
-            body = ids[:-1]
             start = len(state.ids) if state is not None else 0
-            block = config.prefill_chunk_tokens
-            with self._attention(prefill=True):
-                for i in range(start, len(body), block):
-                    _check_deadline(deadline)
-                    chunk = torch.tensor([body[i : i + block]], device=device)
-                    self.model(input_ids=chunk, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
-            t1 = time.perf_counter()
-            steps: list[torch.Tensor] = []
-            token = ids[-1]
+            body = ids[:ctx_end] if question else ids[:-1]
+            self._prefill(body[start:], cache, config, deadline)
             used = len(body) - start
-            with self._attention(prefill=False):
-                for step in range(config.lookahead + 1):
-                    _check_deadline(deadline)
-                    out = self.model(
-                        input_ids=torch.tensor([[token]], device=device),
-                        use_cache=True,
-                        output_attentions=True,
-                        logits_to_keep=1,
-                        **{self._cache_kw: cache},
-                    )
-                    used += 1
-                    total_keys = len(ids) + step
-                    per_layer = [  # each (heads, n_ctx)
-                        context_slice(a[0, :, -1, :], total_keys=total_keys, ctx_start=ctx_start, ctx_end=ctx_end)
-                        for a in out.attentions
-                    ]
-                    if capture is not None:
-                        capture.append(head_rows(per_layer, kernel=config.pool_kernel))  # (layers*heads, n_ctx)
-                    per_layer = pick_heads(per_layer, config.heads)  # still one block per layer
-                    if config.attention_layers == "global" and self.global_layers is not None:
-                        per_layer = [per_layer[i] for i in self.global_layers]
-                    per_layer = [r for r in per_layer if len(r)]
-                    if not per_layer:
-                        raise DraftError("no head is left to vote: config.heads lie outside attention_layers")
-                    steps.append(head_rows(per_layer, kernel=config.pool_kernel).amax(dim=0))  # (n_ctx,)
-                    if step == config.lookahead:
-                        break
-                    token = int(out.logits[0, -1].argmax())
-                    if token in self.eos_ids:
-                        break
+            t1 = time.perf_counter()
+            if question:
+                votes, n_query = self._question_votes(ids[ctx_end:], ctx_start, ctx_end, cache, config, heads, deadline, capture)
+            else:
+                votes, n_query = self._lookahead_votes(ids, ctx_start, ctx_end, cache, config, heads, deadline, capture)
+            used += n_query
             t2 = time.perf_counter()
             if state is not None:
                 state.ids = list(body)
-                state.crop(min(ctx_end, len(body)))  # drop the query and look-ahead tokens
-        result = mean_over_steps(steps).double().cpu().numpy()
-        return result, t1 - t0, t2 - t1, used
+                state.crop(min(ctx_end, len(body)))  # drop the query (and look-ahead) tokens
+        return votes.double().cpu().numpy(), t1 - t0, t2 - t1, used
+
+    def _prefill(self, ids: list[int], cache: Any, config: CompressionConfig, deadline: float | None) -> None:
+        device = next(self.model.parameters()).device
+        block = config.prefill_chunk_tokens
+        with self._attention(prefill=True):
+            for i in range(0, len(ids), block):
+                _check_deadline(deadline)
+                chunk = torch.tensor([ids[i : i + block]], device=device)
+                self.model(input_ids=chunk, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+
+    def _lookahead_votes(
+        self,
+        ids: list[int],
+        ctx_start: int,
+        ctx_end: int,
+        cache: Any,
+        config: CompressionConfig,
+        heads: tuple[tuple[int, int], ...],
+        deadline: float | None,
+        capture: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, int]:
+        """The published queries: the last prompt token, then greedy look-ahead tokens; max over heads, mean over steps."""
+        device = next(self.model.parameters()).device
+        steps: list[torch.Tensor] = []
+        token = ids[-1]
+        used = 0
+        with self._attention(prefill=False):
+            for step in range(config.lookahead + 1):
+                _check_deadline(deadline)
+                out = self.model(
+                    input_ids=torch.tensor([[token]], device=device),
+                    use_cache=True,
+                    output_attentions=True,
+                    logits_to_keep=1,
+                    **{self._cache_kw: cache},
+                )
+                used += 1
+                total_keys = len(ids) + step
+                per_layer = [  # each (heads, n_ctx)
+                    context_slice(a[0, :, -1, :], total_keys=total_keys, ctx_start=ctx_start, ctx_end=ctx_end)
+                    for a in out.attentions
+                ]
+                if capture is not None:
+                    capture.append(head_rows(per_layer, kernel=config.pool_kernel))  # (layers*heads, n_ctx)
+                steps.append(self._vote([renormalize_over_context(r) for r in per_layer], config, heads))
+                if step == config.lookahead:
+                    break
+                token = int(out.logits[0, -1].argmax())
+                if token in self.eos_ids:
+                    break
+        return mean_over_steps(steps), used
+
+    def _question_votes(
+        self,
+        query_ids: list[int],
+        ctx_start: int,
+        ctx_end: int,
+        cache: Any,
+        config: CompressionConfig,
+        heads: tuple[tuple[int, int], ...],
+        deadline: float | None,
+        capture: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, int]:
+        """Every question token reads the context; each head's mean, minus its mean for the null query, votes."""
+        asked = self._query_attention(query_ids, ctx_start, ctx_end, cache, config, deadline, capture)
+        cache.crop(ctx_end - cache.get_seq_length())
+        null_ids = self._query_ids(NULL_QUERY, config).tolist()
+        null = self._query_attention(null_ids, ctx_start, ctx_end, cache, config, deadline, None)
+        excess = [a - b for a, b in zip(asked, null, strict=True)]  # per layer (heads, n_ctx)
+        return self._vote(excess, config, heads, pooled=True), len(query_ids) + len(null_ids)
+
+    def _query_attention(
+        self,
+        query_ids: list[int],
+        ctx_start: int,
+        ctx_end: int,
+        cache: Any,
+        config: CompressionConfig,
+        deadline: float | None,
+        capture: list[torch.Tensor] | None,
+    ) -> list[torch.Tensor]:
+        """Per layer ``(heads, n_ctx)``: the mean over the query's tokens (not the separator's) of their
+        attention onto the context, renormalised over it in fp32 and pooled along keys."""
+        device = next(self.model.parameters()).device
+        skip = self._separator_tokens(query_ids, config)
+        sums: list[torch.Tensor] | None = None
+        counted = 0
+        with self._attention(prefill=False):
+            for i in range(0, len(query_ids), QUERY_BLOCK):
+                _check_deadline(deadline)
+                block = query_ids[i : i + QUERY_BLOCK]
+                out = self.model(
+                    input_ids=torch.tensor([block], device=device),
+                    use_cache=True,
+                    output_attentions=True,
+                    logits_to_keep=1,
+                    **{self._cache_kw: cache},
+                )
+                first = max(0, skip - i)  # rows of this block that belong to the question
+                if first >= len(block):
+                    continue
+                rows = []
+                for a in out.attentions:  # (1, heads, block, keys): full-length cache, keys = absolute positions
+                    w = a[0, :, first:, ctx_start:ctx_end]  # (heads, q, n_ctx)
+                    rows.append(pool_along_keys(renormalize_over_context(w), config.pool_kernel))
+                if capture is not None:
+                    for j in range(rows[0].shape[1]):
+                        capture.append(torch.cat([r[:, j] for r in rows], dim=0))  # (layers*heads, n_ctx)
+                block_sums = [r.sum(dim=1) for r in rows]  # (heads, n_ctx) per layer
+                sums = block_sums if sums is None else [x + y for x, y in zip(sums, block_sums, strict=True)]
+                counted += len(block) - first
+        if sums is None:
+            raise DraftError("the query has no tokens after the separator to read the context with")
+        return [x / counted for x in sums]
+
+    def _separator_tokens(self, query_ids: list[int], config: CompressionConfig) -> int:
+        """How many leading ``query_ids`` are the separator's own tokens (0 if it merged with the query)."""
+        sep = self.tokenize(config.query_separator).ids.tolist()
+        n = len(sep)
+        return n if 0 < n < len(query_ids) and query_ids[:n] == sep else 0
+
+    def _vote(
+        self,
+        per_layer: Sequence[torch.Tensor],
+        config: CompressionConfig,
+        heads: tuple[tuple[int, int], ...],
+        *,
+        pooled: bool = False,
+    ) -> torch.Tensor:
+        """Per-layer ``(heads, n_ctx)`` rows -> ``(n_ctx,)``: the voting heads' max (pooled along keys first)."""
+        rows = pick_heads(per_layer, heads)  # still one block per layer
+        if config.attention_layers == "global" and self.global_layers is not None:
+            rows = [rows[i] for i in self.global_layers if i < len(rows)]
+        rows = [r for r in rows if len(r)]
+        if not rows:
+            raise DraftError("no head is left to vote: config.heads lie outside attention_layers")
+        stacked = torch.cat(rows, dim=0)  # (voting heads, n_ctx)
+        if not pooled:
+            stacked = pool_along_keys(stacked, config.pool_kernel)
+        return stacked.amax(dim=0)
+
+    @contextlib.contextmanager
+    def _truncated(self, depth: int) -> Iterator[None]:
+        """Run only the first ``depth`` decoder layers (the model's forward reads ``config.num_hidden_layers``)."""
+        config = self.model.config
+        if depth >= self.num_layers:
+            yield
+            return
+        config.num_hidden_layers = depth
+        try:
+            yield
+        finally:
+            config.num_hidden_layers = self.num_layers
 
     @contextlib.contextmanager
     def _attention(self, *, prefill: bool) -> Iterator[None]:

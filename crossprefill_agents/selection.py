@@ -79,11 +79,13 @@ def make_units(
     chunk_size: int = 32,
     snap_to_words: bool = True,
     unit: str = "chunk",
+    max_sentence_tokens: int = 256,
 ) -> list[Unit]:
     """Cut one document into units scored by the mean of their draft tokens' scores.
 
     ``unit="chunk"``: chunks of ``chunk_size`` draft tokens. ``unit="sentence"``: sentences
-    and lines; one longer than twice ``chunk_size`` tokens is cut into chunks as well.
+    and lines; one longer than ``max_sentence_tokens`` draft tokens is cut into chunks as well
+    (text without sentence boundaries, such as a JSON blob, still gets fine units).
     ``offsets`` ``(n, 2)`` are the draft tokens' character spans (non-decreasing starts),
     ``token_scores`` ``(n,)`` their importance. The units partition ``[0, len(text))``.
     """
@@ -103,7 +105,7 @@ def make_units(
             bounds.append(cs)
         a = int(np.searchsorted(ends, cs, side="right"))  # first token of the piece
         z = int(np.searchsorted(starts, ce, side="left"))  # one past its last token
-        if unit == "sentence" and z - a <= 2 * chunk_size:
+        if unit == "sentence" and z - a <= max_sentence_tokens:
             continue  # a sentence of normal length is one unit
         stop = z - chunk_size // 2 if unit == "sentence" else z  # no stub chunk at a sentence's end
         for k in range(a + chunk_size, stop, chunk_size):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -151,7 +152,9 @@ def test_long_context_is_scored_in_windows(tiny_draft: DraftModel) -> None:
     scored = tiny_draft.score([context], "secret passkey", config=cfg)
     n = len(scored.tokens[0].ids)
     assert scored.windows >= n // 256 + 1
-    assert scored.scores[0].shape == (n,) and np.all(scored.scores[0] >= 0)
+    assert scored.scores[0].shape == (n,) and np.all(np.isfinite(scored.scores[0]))
+    paper = tiny_draft.score([context], "secret passkey", config=replace(CompressionConfig.paper(), window_tokens=256))
+    assert paper.windows >= n // 256 + 1 and np.all(paper.scores[0] >= 0)  # attention shares, never negative
     r = PromptCompressor(tiny_draft, target=words, config=cfg).compress(context, "secret passkey", keep_rate=0.2)
     assert r.fallback_reason is None and r.compressed_tokens <= r.budget_tokens
 
@@ -168,9 +171,10 @@ def test_single_window_scores_do_not_depend_on_the_window_limit(tiny_llama_draft
 def test_lookahead_stops_at_the_models_own_eos(tiny_llama_draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """If every greedy token is an EOS id, only the last prompt token is a query (no look-ahead)."""
     context = make_text(400, seed=8)
-    full = tiny_llama_draft.score([context], "q", config=CompressionConfig(lookahead=8))
+    cfg = CompressionConfig(scorer="lookahead", lookahead=8)
+    full = tiny_llama_draft.score([context], "q", config=cfg)
     monkeypatch.setattr(tiny_llama_draft, "eos_ids", frozenset(range(len(tiny_llama_draft.tokenizer))))
-    stopped = tiny_llama_draft.score([context], "q", config=CompressionConfig(lookahead=8))
+    stopped = tiny_llama_draft.score([context], "q", config=cfg)
     assert full.prefilled_tokens - stopped.prefilled_tokens == 8
 
 

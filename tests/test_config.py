@@ -9,18 +9,19 @@ import pytest
 from crossprefill_agents import CompressionConfig
 
 
-def test_defaults_keep_the_papers_scorer_and_add_measured_levers() -> None:
-    """Defaults pool like the paper (kernel 13), look 2 steps ahead, and select sentences fused with word overlap."""
+def test_defaults_are_the_measured_scorer() -> None:
+    """Defaults: the question scorer on the draft's retrieval heads, pooled like the paper (kernel 13),
+    sentence units fused with word overlap at 0.3 (the levers benchmarks/results/ablation-scorer.md kept)."""
     c = CompressionConfig()
-    assert (c.lookahead, c.pool_kernel, c.chunk_size, c.delimiter) == (2, 13, 32, " [...] ")
-    assert (c.unit, c.lexical_weight, c.attention_layers) == ("sentence", 0.7, "all")
+    assert (c.scorer, c.heads, c.pool_kernel, c.chunk_size, c.delimiter) == ("question", "auto", 13, 32, " [...] ")
+    assert (c.unit, c.max_sentence_tokens, c.lexical_weight, c.attention_layers) == ("sentence", 256, 0.3, "all")
     assert c.min_tokens == 256 and c.on_error == "fallback"
 
 
 def test_paper_preset_is_the_published_method() -> None:
     """CompressionConfig.paper() is the faithful reference: 32-token chunks, draft attention only, all layers."""
     p = CompressionConfig.paper()
-    assert (p.lookahead, p.pool_kernel, p.chunk_size) == (8, 13, 32)
+    assert (p.scorer, p.heads, p.lookahead, p.pool_kernel, p.chunk_size) == ("lookahead", (), 8, 13, 32)
     assert (p.unit, p.lexical_weight, p.attention_layers, p.snap_to_words) == ("chunk", 0.0, "all", False)
 
 
@@ -44,6 +45,9 @@ def test_config_is_frozen() -> None:
         ({"timeout_s": 0}, "> 0"),
         ({"on_error": "ignore"}, "fallback"),
         ({"protect": ("(unclosed",)}, "not a valid regular expression"),
+        ({"scorer": "attention"}, "'question' or 'lookahead'"),
+        ({"heads": "best"}, "'auto'"),
+        ({"max_sentence_tokens": 0}, ">= 1"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_range(kwargs: dict, message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -13,31 +15,85 @@ from crossprefill_agents.heads import find_retrieval_heads, head_needle_mass
 from crossprefill_agents.scoring import pick_heads
 
 
-def test_all_heads_vote_equals_score(tiny_draft: DraftModel) -> None:
-    """Max over every head of head_scores, averaged over steps, is what score() returns (up to its scale n)."""
+LOOKAHEAD = CompressionConfig(scorer="lookahead", heads=())
+
+
+def test_all_heads_lookahead_vote_equals_score(tiny_draft: DraftModel) -> None:
+    """Look-ahead scorer: max over every head of head_scores, averaged over steps, is score() (up to its scale n)."""
     context, q = make_text(200, seed=3), "where did they go?"
-    cfg = CompressionConfig()
-    per_head = tiny_draft.head_scores([context], q, config=cfg)
+    per_head = tiny_draft.head_scores([context], q, config=LOOKAHEAD)
     n = len(tiny_draft.tokenize(context).ids)
     layers = tiny_draft.model.config.num_hidden_layers
     heads = tiny_draft.model.config.num_attention_heads
-    assert per_head.shape[1:] == (layers, heads, n) and 1 <= per_head.shape[0] <= cfg.lookahead + 1
+    assert per_head.shape[1:] == (layers, heads, n) and 1 <= per_head.shape[0] <= LOOKAHEAD.lookahead + 1
     assert np.isfinite(per_head).all() and (per_head >= 0).all()
     vote = per_head.reshape(per_head.shape[0], -1, n).max(axis=1).mean(axis=0)
-    np.testing.assert_allclose(vote * n, tiny_draft.score([context], q, config=cfg).scores[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vote * n, tiny_draft.score([context], q, config=LOOKAHEAD).scores[0], rtol=1e-5, atol=1e-6)
+
+
+def _question_vote(draft: DraftModel, context: str, q: str, heads: list[tuple[int, int]] | None = None) -> np.ndarray:
+    """By hand: per head, mean attention of the question's tokens minus that of the null query; max over heads."""
+    cfg = CompressionConfig(heads=())
+    asked = draft.head_scores([context], q, config=cfg).mean(axis=0)  # (layers, heads, n)
+    null = draft.head_scores([context], "N/A", config=cfg).mean(axis=0)
+    excess = asked - null
+    rows = excess.reshape(-1, excess.shape[-1]) if heads is None else np.stack([excess[a, b] for a, b in heads])
+    return rows.max(axis=0) * excess.shape[-1]
+
+
+def test_all_heads_question_vote_equals_score(tiny_draft: DraftModel) -> None:
+    """Question scorer: one row per question token; the score is the heads' max of (question - null query) means."""
+    context, q = make_text(200, seed=3), "where did they go?"
+    per_head = tiny_draft.head_scores([context], q, config=CompressionConfig())
+    q_tokens = len(tiny_draft.tokenize("\n\n" + q).ids) - len(tiny_draft.tokenize("\n\n").ids)
+    assert per_head.shape[0] == q_tokens and (per_head >= 0).all()
+    unpooled = tiny_draft.head_scores([context], q, config=CompressionConfig(pool_kernel=1))
+    np.testing.assert_allclose(unpooled.sum(axis=-1), 1.0, atol=1e-4)  # each row renormalised over the context
+    got = tiny_draft.score([context], q, config=CompressionConfig(heads=())).scores[0]
+    np.testing.assert_allclose(got, _question_vote(tiny_draft, context, q), rtol=1e-4, atol=1e-4)
 
 
 def test_heads_config_votes_with_the_chosen_heads_only(tiny_llama_draft: DraftModel) -> None:
-    """CompressionConfig(heads=...) scores with the max over those heads alone."""
+    """CompressionConfig(heads=...) scores with the max over those heads alone, in either scorer."""
     context, q = make_text(200, seed=4), "what happened?"
     pairs = ((0, 1), (1, 3))
-    per_head = tiny_llama_draft.head_scores([context], q, config=CompressionConfig())
+    per_head = tiny_llama_draft.head_scores([context], q, config=LOOKAHEAD)
     n = per_head.shape[-1]
     expected = np.stack([per_head[:, 0, 1], per_head[:, 1, 3]], axis=1).max(axis=1).mean(axis=0) * n
-    got = tiny_llama_draft.score([context], q, config=CompressionConfig(heads=pairs)).scores[0]
+    got = tiny_llama_draft.score([context], q, config=replace(LOOKAHEAD, heads=pairs)).scores[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    got = tiny_llama_draft.score([context], q, config=CompressionConfig(heads=pairs)).scores[0]
+    np.testing.assert_allclose(got, _question_vote(tiny_llama_draft, context, q, list(pairs)), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="exist in this draft"):
-        tiny_llama_draft.score([context], q, config=CompressionConfig(heads=((7, 0),)))
+        tiny_llama_draft.score([context], q, config=replace(LOOKAHEAD, heads=((7, 0),)))
+
+
+def test_question_scorer_stops_after_the_deepest_voting_layer(tiny_llama_draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Heads only in layer 0: the forward runs one decoder layer, and the scores equal the full-depth ones."""
+    context, q = make_text(200, seed=5), "what happened?"
+    layers = tiny_llama_draft.model.model.layers
+    calls = {i: 0 for i in range(len(layers))}
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    cfg = CompressionConfig(heads=((0, 1), (0, 2)))
+    shallow = tiny_llama_draft.score([context], q, config=cfg).scores[0]
+    assert calls[0] > 0 and all(c == 0 for i, c in calls.items() if i > 0)
+    assert tiny_llama_draft.model.config.num_hidden_layers == len(layers)  # restored
+    np.testing.assert_allclose(shallow, _question_vote(tiny_llama_draft, context, q, [(0, 1), (0, 2)]), atol=1e-4)
+
+
+def test_auto_heads_use_the_drafts_retrieval_heads(tiny_llama_draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """heads="auto": the draft's retrieval heads in the question scorer, every head otherwise or when it has none."""
+    context, q = make_text(200, seed=6), "what happened?"
+    auto = CompressionConfig()
+    assert tiny_llama_draft.voting_heads(auto) == ()
+    every = tiny_llama_draft.score([context], q, config=auto).scores[0]
+    np.testing.assert_allclose(every, tiny_llama_draft.score([context], q, config=CompressionConfig(heads=())).scores[0])
+    monkeypatch.setattr(tiny_llama_draft, "retrieval_heads", ((1, 0), (0, 3)))
+    assert tiny_llama_draft.voting_heads(auto) == ((1, 0), (0, 3))
+    assert tiny_llama_draft.voting_heads(replace(auto, scorer="lookahead")) == ()
+    chosen = tiny_llama_draft.score([context], q, config=auto).scores[0]
+    np.testing.assert_allclose(chosen, _question_vote(tiny_llama_draft, context, q, [(1, 0), (0, 3)]), atol=1e-4)
 
 
 def test_heads_outside_the_global_layers(tiny_gemma_draft: DraftModel) -> None:

@@ -37,7 +37,7 @@ def test_a_heading_stays_with_the_line_it_introduces() -> None:
 
 
 def test_sentence_units_follow_sentences_and_cut_long_ones() -> None:
-    """Each ordinary sentence is one unit; a sentence over twice chunk_size tokens is also chunked."""
+    """Each ordinary sentence is one unit; a sentence over max_sentence_tokens is also chunked."""
     short = "Alpha beta gamma. Delta epsilon zeta eta. Theta iota."
     units = make_units(short, word_offsets(short), np.ones(9), chunk_size=4, unit="sentence")
     assert [short[u.start : u.end].strip() for u in units] == [
@@ -46,8 +46,10 @@ def test_sentence_units_follow_sentences_and_cut_long_ones() -> None:
         "Theta iota.",
     ]
     long = " ".join(["word"] * 40) + ". End here."
-    units = make_units(long, word_offsets(long), np.ones(43), chunk_size=8, unit="sentence")
+    units = make_units(long, word_offsets(long), np.ones(43), chunk_size=8, unit="sentence", max_sentence_tokens=16)
     assert len(units) >= 5 and long[units[-1].start :].strip() == "End here."
+    whole = make_units(long, word_offsets(long), np.ones(43), chunk_size=8, unit="sentence", max_sentence_tokens=41)
+    assert [long[u.start : u.end].strip() for u in whole] == [" ".join(["word"] * 40) + ".", "End here."]
     with pytest.raises(ValueError, match="unit"):
         make_units(short, word_offsets(short), np.ones(9), unit="paragraph")
 
