@@ -138,7 +138,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "### Scoring overhead over the draft's plain sdpa prefill (same input, same run)",
         "",
-        "| draft | context tokens | plain prefill s | scoring s (prefill + look-ahead) | ratio | ms / 1k tokens |",
+        "| draft | context tokens | plain prefill s | scoring s (prefill + query passes) | ratio | ms / 1k tokens |",
         "|---|---|---|---|---|---|",
     ]
     for r in result["overhead"]:

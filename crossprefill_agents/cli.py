@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--local-files-only", action="store_true", help="never reach a model hub")
     c.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 linear layers for the draft (CPU)")
 
-    d = sub.add_parser("download", help="install an embedded draft and convert it once for fast loading")
+    d = sub.add_parser(
+        "download", help="install an embedded draft, convert it once for fast loading, calibrate its retrieval heads"
+    )
     d.add_argument("name", choices=[*sorted(EMBEDDED_MODELS), "all"])
     return p
 
@@ -40,11 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if args.command == "download":
+        from .draft import DraftModel
         from .embedded import EMBEDDED_MODELS, download
+        from .heads import heads_path
 
         for name in sorted(EMBEDDED_MODELS) if args.name == "all" else [args.name]:
             path = download(name)
-            print(f"{name}: {path}", file=sys.stderr)
+            DraftModel.from_pretrained(name)  # calibrates the retrieval heads if they are not stored yet
+            print(f"{name}: {path} (retrieval heads: {heads_path(name)})", file=sys.stderr)
         return 0
 
     from .compressor import PromptCompressor

@@ -214,12 +214,17 @@ class DraftModel:
         trust_remote_code: bool = False,
         quantize: Literal["int8"] | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        calibrate_heads: bool = True,
     ) -> DraftModel:
         """Load a draft from an embedded alias, a ``.gguf`` file, a local folder or a hub id.
 
         Embedded aliases (``smollm2-135m``, ``gemma3-270m``) load from the converted folder
         that ``crossprefill download`` writes. ``quantize="int8"`` applies dynamic int8
         quantisation to the linear layers (CPU only; see :func:`quantize_int8`).
+        Retrieval heads stored by :func:`crossprefill_agents.heads.calibrate` for this name
+        are loaded into ``retrieval_heads``; an embedded draft without them is calibrated
+        once here (20-40 s on CPU) unless ``calibrate_heads=False``. Other drafts vote with
+        every head until calibrated.
         ``model_kwargs`` are passed to ``AutoModelForCausalLM.from_pretrained`` (copied,
         never modified).
         """
@@ -248,9 +253,16 @@ class DraftModel:
             model = AutoModelForCausalLM.from_pretrained(where, local_files_only=local_files_only, **kwargs)
         if device is not None:
             model = model.to(device)
+        from .heads import calibrate, load_retrieval_heads
+
+        draft = cls(model, tokenizer, name=source, retrieval_heads=load_retrieval_heads(source))
+        if draft.retrieval_heads is None and source in EMBEDDED_MODELS and calibrate_heads:
+            logger.info("calibrating the retrieval heads of %s once (stored under the models home)", source)
+            calibrate(draft)
         if quantize == "int8":
-            model = quantize_int8(model)
-        return cls(model, tokenizer, name=source if quantize is None else f"{source}+{quantize}")
+            draft.model = quantize_int8(draft.model)
+            draft.name = f"{source}+{quantize}"
+        return draft
 
     # ------------------------------------------------------------------ tokens
     def tokenize(self, text: str) -> TokenizedText:
@@ -482,10 +494,11 @@ class DraftModel:
             self._prefill(body[start:], cache, config, deadline)
             used = len(body) - start
             t1 = time.perf_counter()
+            window = _Window(ctx_start, ctx_end, cache, config, heads, deadline, capture)
             if question:
-                votes, n_query = self._question_votes(ids[ctx_end:], ctx_start, ctx_end, cache, config, heads, deadline, capture)
+                votes, n_query = self._question_votes(ids[ctx_end:], window)
             else:
-                votes, n_query = self._lookahead_votes(ids, ctx_start, ctx_end, cache, config, heads, deadline, capture)
+                votes, n_query = self._lookahead_votes(ids, window)
             used += n_query
             t2 = time.perf_counter()
             if state is not None:
@@ -502,25 +515,18 @@ class DraftModel:
                 chunk = torch.tensor([ids[i : i + block]], device=device)
                 self.model(input_ids=chunk, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
 
-    def _lookahead_votes(
-        self,
-        ids: list[int],
-        ctx_start: int,
-        ctx_end: int,
-        cache: Any,
-        config: CompressionConfig,
-        heads: tuple[tuple[int, int], ...],
-        deadline: float | None,
-        capture: list[torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, int]:
-        """The published queries: the last prompt token, then greedy look-ahead tokens; max over heads, mean over steps."""
+    def _lookahead_votes(self, ids: list[int], w: _Window) -> tuple[torch.Tensor, int]:
+        """The published queries: the last prompt token, then greedy look-ahead tokens.
+
+        Max over the voting heads, mean over the steps."""
+        ctx_start, ctx_end, cache, config = w.ctx_start, w.ctx_end, w.cache, w.config
         device = next(self.model.parameters()).device
         steps: list[torch.Tensor] = []
         token = ids[-1]
         used = 0
         with self._attention(prefill=False):
             for step in range(config.lookahead + 1):
-                _check_deadline(deadline)
+                _check_deadline(w.deadline)
                 out = self.model(
                     input_ids=torch.tensor([[token]], device=device),
                     use_cache=True,
@@ -534,9 +540,9 @@ class DraftModel:
                     context_slice(a[0, :, -1, :], total_keys=total_keys, ctx_start=ctx_start, ctx_end=ctx_end)
                     for a in out.attentions
                 ]
-                if capture is not None:
-                    capture.append(head_rows(per_layer, kernel=config.pool_kernel))  # (layers*heads, n_ctx)
-                steps.append(self._vote([renormalize_over_context(r) for r in per_layer], config, heads))
+                if w.capture is not None:
+                    w.capture.append(head_rows(per_layer, kernel=config.pool_kernel))  # (layers*heads, n_ctx)
+                steps.append(self._vote([renormalize_over_context(r) for r in per_layer], config, w.heads))
                 if step == config.lookahead:
                     break
                 token = int(out.logits[0, -1].argmax())
@@ -544,44 +550,28 @@ class DraftModel:
                     break
         return mean_over_steps(steps), used
 
-    def _question_votes(
-        self,
-        query_ids: list[int],
-        ctx_start: int,
-        ctx_end: int,
-        cache: Any,
-        config: CompressionConfig,
-        heads: tuple[tuple[int, int], ...],
-        deadline: float | None,
-        capture: list[torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, int]:
+    def _question_votes(self, query_ids: list[int], w: _Window) -> tuple[torch.Tensor, int]:
         """Every question token reads the context; each head's mean, minus its mean for the null query, votes."""
-        asked = self._query_attention(query_ids, ctx_start, ctx_end, cache, config, deadline, capture)
-        cache.crop(ctx_end - cache.get_seq_length())
-        null_ids = self._query_ids(NULL_QUERY, config).tolist()
-        null = self._query_attention(null_ids, ctx_start, ctx_end, cache, config, deadline, None)
+        asked = self._query_attention(query_ids, w, w.capture)
+        w.cache.crop(w.ctx_end - w.cache.get_seq_length())
+        null_ids = self._query_ids(NULL_QUERY, w.config).tolist()
+        null = self._query_attention(null_ids, w, None)
         excess = [a - b for a, b in zip(asked, null, strict=True)]  # per layer (heads, n_ctx)
-        return self._vote(excess, config, heads, pooled=True), len(query_ids) + len(null_ids)
+        return self._vote(excess, w.config, w.heads, pooled=True), len(query_ids) + len(null_ids)
 
     def _query_attention(
-        self,
-        query_ids: list[int],
-        ctx_start: int,
-        ctx_end: int,
-        cache: Any,
-        config: CompressionConfig,
-        deadline: float | None,
-        capture: list[torch.Tensor] | None,
+        self, query_ids: list[int], w: _Window, capture: list[torch.Tensor] | None
     ) -> list[torch.Tensor]:
         """Per layer ``(heads, n_ctx)``: the mean over the query's tokens (not the separator's) of their
         attention onto the context, renormalised over it in fp32 and pooled along keys."""
+        ctx_start, ctx_end, cache, config = w.ctx_start, w.ctx_end, w.cache, w.config
         device = next(self.model.parameters()).device
         skip = self._separator_tokens(query_ids, config)
         sums: list[torch.Tensor] | None = None
         counted = 0
         with self._attention(prefill=False):
             for i in range(0, len(query_ids), QUERY_BLOCK):
-                _check_deadline(deadline)
+                _check_deadline(w.deadline)
                 block = query_ids[i : i + QUERY_BLOCK]
                 out = self.model(
                     input_ids=torch.tensor([block], device=device),
@@ -595,8 +585,8 @@ class DraftModel:
                     continue
                 rows = []
                 for a in out.attentions:  # (1, heads, block, keys): full-length cache, keys = absolute positions
-                    w = a[0, :, first:, ctx_start:ctx_end]  # (heads, q, n_ctx)
-                    rows.append(pool_along_keys(renormalize_over_context(w), config.pool_kernel))
+                    att = a[0, :, first:, ctx_start:ctx_end]  # (heads, q, n_ctx)
+                    rows.append(pool_along_keys(renormalize_over_context(att), config.pool_kernel))
                 if capture is not None:
                     for j in range(rows[0].shape[1]):
                         capture.append(torch.cat([r[:, j] for r in rows], dim=0))  # (layers*heads, n_ctx)
@@ -660,6 +650,19 @@ class DraftModel:
             yield
         finally:
             self.model.set_attn_implementation(original)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What the query passes over one scoring window share."""
+
+    ctx_start: int  # first context position in the prompt
+    ctx_end: int  # one past the last
+    cache: Any  # the draft's KV cache holding the prompt up to ctx_end (at least)
+    config: CompressionConfig
+    heads: tuple[tuple[int, int], ...]  # voting (layer, head) pairs; () = all
+    deadline: float | None
+    capture: list[torch.Tensor] | None  # collects per-query rows for head_scores
 
 
 def _check_deadline(deadline: float | None) -> None:

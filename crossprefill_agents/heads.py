@@ -2,26 +2,107 @@
 
 Many attention heads of a small draft attend by position (the last tokens, the first
 token) rather than by content. Retrieval heads are the ones that, asked about a fact,
-look at where the fact is. :func:`find_retrieval_heads` plants a synthetic fact ("The
-access code of the blue depot is 4821.") at a random depth in text the caller gives,
-asks for it, and ranks every (layer, head) by the attention mass its query steps put on
-the fact; the top ones go to ``CompressionConfig(heads=...)``.
+look at where the fact is. :func:`find_retrieval_heads` plants a fact ("The access code
+of the blue depot is 4821.") at a random depth in filler text, asks for it, and ranks
+every (layer, head) by the attention mass the question's tokens put on the fact. The
+filler is synthetic by default (:func:`synthetic_texts`: short encyclopedic sentences
+about made-up people and places, written from templates here), so a draft can be
+calibrated anywhere, offline, with nothing but its own weights.
+
+:func:`calibrate` runs that once for a draft, stores the heads in
+``<models home>/heads/<draft>.json`` and sets ``draft.retrieval_heads``, which
+``CompressionConfig(heads="auto")`` (the default) lets vote. ``DraftModel.from_pretrained``
+reads the stored heads, and calibrates the embedded drafts on first use.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import random
+import re
+import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from .config import CompressionConfig
 from .draft import DraftModel
 
-__all__ = ["find_retrieval_heads", "head_needle_mass"]
+__all__ = [
+    "DEFAULT_TOP",
+    "calibrate",
+    "find_retrieval_heads",
+    "head_needle_mass",
+    "heads_path",
+    "load_retrieval_heads",
+    "synthetic_texts",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOP = 8  # heads that vote after calibration (the count the scorer ablation kept)
+_FORMAT = 1
 
 _COLOURS = ("blue", "amber", "green", "silver", "crimson", "violet", "grey", "golden")
 _PLACES = ("depot", "harbour", "archive", "tower", "garden", "station", "library", "foundry")
+
+_FIRST = (
+    "Ada Bruno Celia Dario Elin Farid Greta Hugo Ilse Jonas Kaya Luca Mira Nils Oona Pavel Rhea Sami Tove Ugo"
+).split()
+_LAST = (
+    "Varga Lindqvist Okafor Moreau Tanaka Brennan Castell Duarte Halloran Iversen Kowal Marchetti Novak Reyes"
+).split()
+_TOWNS = "Aldmere Brookhollow Carran Dunvale Eastwick Fallowby Greyport Hollin Ivesham Kestrel Lowmarsh Norbury".split()
+_JOBS = "cartographer clockmaker surveyor botanist printer glassblower archivist engineer stonemason teacher".split()
+_THINGS = "rivers tides bridges orchards lighthouses canals railways salt marshes bells looms".split()
+_TEMPLATES = (
+    "{p} was born in {t} in {y} and worked as a {j} for most of {h} life.",
+    "The old bridge at {t} was finished in {y}, after {n} years of work by local {j}s.",
+    "In {y} the council of {t} voted to move its weekly market to the square by the mill.",
+    "{p} wrote {n} books about {x}; the best known describes the winter of {y}.",
+    "Most of the apples grown around {t} are sold in {t2}, a day's walk to the north.",
+    "A small museum in {t} keeps the tools of {p}, a {j} who lived there until {y}.",
+    "The road from {t} to {t2} was paved in {y} and widened again some {n} decades later.",
+    "Visitors to {t} often ask about its {x}, which appear on maps drawn as early as {y}.",
+    "{p} taught at the school in {t2} and kept careful notes on the {x} of the valley.",
+    "After the flood of {y}, {p} helped rebuild the granary of {t} with {n} neighbours.",
+    "The library of {t} holds {n} letters that {p} sent to a {j} in {t2}.",
+    "Every spring since {y} the people of {t} have held a fair in honour of their {x}.",
+)
+
+
+def synthetic_texts(n: int = 8, *, chars: int = 6000, seed: int = 0) -> list[str]:
+    """``n`` paragraphs of made-up encyclopedic prose of about ``chars`` characters each.
+
+    Many names, places and years, no access codes: filler in which a planted fact stands
+    out by its content only, never by its form.
+    """
+    rng = random.Random(f"crossprefill-filler/{seed}")
+    out = []
+    for _ in range(n):
+        sentences: list[str] = []
+        size = 0
+        while size < chars:
+            first, last = rng.choice(_FIRST), rng.choice(_LAST)
+            town, town2 = rng.sample(_TOWNS, 2)
+            s = rng.choice(_TEMPLATES).format(
+                p=f"{first} {last}",
+                t=town,
+                t2=town2,
+                y=rng.randint(1780, 1990),
+                n=rng.randint(2, 40),
+                j=rng.choice(_JOBS),
+                x=rng.choice(_THINGS),
+                h=rng.choice(("her", "his")),
+            )
+            sentences.append(s)
+            size += len(s) + 1
+        out.append(" ".join(sentences))
+    return out
 
 
 def _plant(text: str, rng: random.Random) -> tuple[str, str, tuple[int, int]]:
@@ -36,8 +117,11 @@ def _plant(text: str, rng: random.Random) -> tuple[str, str, tuple[int, int]]:
 def head_needle_mass(
     draft: DraftModel, context: str, question: str, span: tuple[int, int], config: CompressionConfig
 ) -> np.ndarray:
-    """``(layers, heads)``: the mean over query steps of each head's attention mass on ``context[span]``."""
-    scores = draft.head_scores([context], question, config=config)  # (steps, layers, heads, n_ctx)
+    """``(layers, heads)``: each head's attention mass on ``context[span]``, averaged over the queries.
+
+    The queries are the question's tokens (``scorer="question"``) or the look-ahead steps.
+    """
+    scores = draft.head_scores([context], question, config=config)  # (queries, layers, heads, n_ctx)
     offsets = draft.tokenize(context).offsets
     inside = (offsets[:, 1] > span[0]) & (offsets[:, 0] < span[1])
     return scores[..., inside].sum(axis=-1).mean(axis=0) / scores.sum(axis=-1).mean(axis=0).clip(min=1e-12)
@@ -45,20 +129,22 @@ def head_needle_mass(
 
 def find_retrieval_heads(
     draft: DraftModel,
-    texts: Sequence[str],
+    texts: Sequence[str] | None = None,
     *,
-    top: int = 16,
+    top: int = DEFAULT_TOP,
     seed: int = 0,
     config: CompressionConfig | None = None,
 ) -> tuple[tuple[int, int], ...]:
     """The ``top`` (layer, head) pairs that put the most attention on a planted fact, best first.
 
-    ``texts`` are stretches of ordinary prose that fit one draft window (a few hundred to a
-    few thousand tokens each; 8 or more give a stable ranking). Scoring uses ``config``'s
-    look-ahead and pooling (default: :class:`CompressionConfig`).
+    ``texts`` are stretches of prose that each fit one draft window (a few hundred to a few
+    thousand tokens; 8 or more give a stable ranking); default: :func:`synthetic_texts`.
+    Scoring uses ``config``'s scorer and pooling (default: :class:`CompressionConfig`).
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
+    if texts is None:
+        texts = synthetic_texts(seed=seed)
     if not texts:
         raise ValueError("find_retrieval_heads needs at least one text to plant facts in")
     cfg = config or CompressionConfig()
@@ -70,3 +156,60 @@ def find_retrieval_heads(
     mean = np.mean(masses, axis=0)  # (layers, heads)
     order = np.argsort(-mean, axis=None)[:top]
     return tuple((int(i // mean.shape[1]), int(i % mean.shape[1])) for i in order)
+
+
+def heads_path(draft_name: str) -> Path:
+    """Where the calibrated heads of the draft called ``draft_name`` are stored."""
+    from .embedded import models_home
+
+    base = draft_name.split("+", 1)[0]  # an int8 draft uses the heads of its float weights
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", base).strip("-") or "draft"
+    return models_home() / "heads" / f"{slug}.json"
+
+
+def load_retrieval_heads(draft_name: str) -> tuple[tuple[int, int], ...] | None:
+    """The stored heads of ``draft_name``, or None if it was never calibrated (or the file is unreadable)."""
+    path = heads_path(draft_name)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != _FORMAT:
+            return None
+        heads = tuple((int(a), int(b)) for a, b in data["heads"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning("ignoring unreadable calibrated heads at %s: %s", path, e)
+        return None
+    return heads or None
+
+
+def calibrate(
+    draft: DraftModel,
+    *,
+    top: int = DEFAULT_TOP,
+    texts: Sequence[str] | None = None,
+    save: bool = True,
+) -> tuple[tuple[int, int], ...]:
+    """Find ``draft``'s retrieval heads for the question scorer, set ``draft.retrieval_heads``, and store them.
+
+    About 8 draft passes over ~1.5k tokens (20-40 s for a 135M draft on two CPU cores).
+    """
+    t0 = time.perf_counter()
+    heads = find_retrieval_heads(draft, texts, top=top, config=CompressionConfig(scorer="question", heads=()))
+    draft.retrieval_heads = heads
+    if save:
+        path = heads_path(draft.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "format": _FORMAT,
+            "draft": draft.name,
+            "heads": [list(p) for p in heads],
+            "texts": "synthetic" if texts is None else f"{len(texts)} given",
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record) + "\n")
+        os.replace(tmp, path)
+    logger.info("calibrated %d retrieval heads for %s in %.1f s", len(heads), draft.name, time.perf_counter() - t0)
+    return heads

@@ -19,7 +19,8 @@ cut down. Three things make a turn cheap and the prompt stable:
   prefill, happens rarely.
 
 Memo key: the segment's text, the query it was scored against, the draft, the target
-tokenizer and every :class:`CompressionConfig` field. The query of a segment is the
+tokenizer, every :class:`CompressionConfig` field and the heads that vote (``heads="auto"``
+resolves to the draft's calibrated heads). The query of a segment is the
 latest user message *before* it in the conversation (or the caller's ``query``
 override), a value that does not change as the conversation grows and that another
 process can recompute. The surrounding conversation is not part of the key: the same
@@ -49,7 +50,7 @@ __all__ = ["CompressionSession", "SessionTurn", "TurnStats"]
 
 logger = logging.getLogger(__name__)
 
-MEMO_VERSION = 1  # bump when the memo payload or the meaning of a key changes
+MEMO_VERSION = 2  # bump when the memo payload or the meaning of a key changes
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,7 @@ class CompressionSession:
             "draft": pc.draft.name,
             "target": pc.target.name,
             "config": _config_fingerprint(pc.config),
+            "heads": [list(p) for p in pc.draft.voting_heads(pc.config)],  # heads="auto" resolves per draft
             "query": query,
             "text": text,
         }

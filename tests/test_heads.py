@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,15 @@ from helpers import make_text
 
 from crossprefill_agents import CompressionConfig, DraftModel
 from crossprefill_agents.draft import DraftError
-from crossprefill_agents.heads import find_retrieval_heads, head_needle_mass
+from crossprefill_agents.heads import (
+    calibrate,
+    find_retrieval_heads,
+    head_needle_mass,
+    heads_path,
+    load_retrieval_heads,
+    synthetic_texts,
+)
 from crossprefill_agents.scoring import pick_heads
-
 
 LOOKAHEAD = CompressionConfig(scorer="lookahead", heads=())
 
@@ -28,7 +35,9 @@ def test_all_heads_lookahead_vote_equals_score(tiny_draft: DraftModel) -> None:
     assert per_head.shape[1:] == (layers, heads, n) and 1 <= per_head.shape[0] <= LOOKAHEAD.lookahead + 1
     assert np.isfinite(per_head).all() and (per_head >= 0).all()
     vote = per_head.reshape(per_head.shape[0], -1, n).max(axis=1).mean(axis=0)
-    np.testing.assert_allclose(vote * n, tiny_draft.score([context], q, config=LOOKAHEAD).scores[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        vote * n, tiny_draft.score([context], q, config=LOOKAHEAD).scores[0], rtol=1e-5, atol=1e-6
+    )
 
 
 def _question_vote(draft: DraftModel, context: str, q: str, heads: list[tuple[int, int]] | None = None) -> np.ndarray:
@@ -88,7 +97,9 @@ def test_auto_heads_use_the_drafts_retrieval_heads(tiny_llama_draft: DraftModel,
     auto = CompressionConfig()
     assert tiny_llama_draft.voting_heads(auto) == ()
     every = tiny_llama_draft.score([context], q, config=auto).scores[0]
-    np.testing.assert_allclose(every, tiny_llama_draft.score([context], q, config=CompressionConfig(heads=())).scores[0])
+    np.testing.assert_allclose(
+        every, tiny_llama_draft.score([context], q, config=CompressionConfig(heads=())).scores[0]
+    )
     monkeypatch.setattr(tiny_llama_draft, "retrieval_heads", ((1, 0), (0, 3)))
     assert tiny_llama_draft.voting_heads(auto) == ((1, 0), (0, 3))
     assert tiny_llama_draft.voting_heads(replace(auto, scorer="lookahead")) == ()
@@ -127,3 +138,35 @@ def test_find_retrieval_heads_ranks_real_pairs(tiny_llama_draft: DraftModel) -> 
     assert mass.shape == (cfg.num_hidden_layers, cfg.num_attention_heads) and ((mass >= 0) & (mass <= 1)).all()
     with pytest.raises(ValueError, match="top"):
         find_retrieval_heads(tiny_llama_draft, texts, top=0)
+
+
+def test_synthetic_texts_are_reproducible_filler() -> None:
+    """The default calibration filler: n texts of about the asked size, the same for a seed, no planted form in it."""
+    texts = synthetic_texts(3, chars=2000, seed=1)
+    assert len(texts) == 3 and all(2000 <= len(t) < 2300 for t in texts)
+    assert texts == synthetic_texts(3, chars=2000, seed=1) and texts != synthetic_texts(3, chars=2000, seed=2)
+    assert not any("access code" in t for t in texts)
+
+
+def test_calibrate_stores_heads_that_from_pretrained_loads(
+    tiny_llama_draft: DraftModel,
+    tmp_path: Path,
+    monkeypatch,
+    caplog,  # type: ignore[no-untyped-def]
+) -> None:
+    """calibrate() sets and stores the heads; a later load of the same draft (float or int8) gets them back."""
+    monkeypatch.setenv("CROSSPREFILL_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "tiny"
+    tiny_llama_draft.model.save_pretrained(folder)
+    tiny_llama_draft.tokenizer.save_pretrained(folder)
+    draft = DraftModel.from_pretrained(folder)
+    assert draft.retrieval_heads is None and load_retrieval_heads(draft.name) is None  # not embedded: no calibration
+    heads = calibrate(draft, top=3, texts=[make_text(150, seed=s) for s in range(2)])
+    assert draft.retrieval_heads == heads and len(set(heads)) == 3
+    assert heads_path(draft.name).is_file() and load_retrieval_heads(draft.name) == heads
+    assert DraftModel.from_pretrained(folder).retrieval_heads == heads
+    assert DraftModel.from_pretrained(folder, quantize="int8").retrieval_heads == heads
+    heads_path(draft.name).write_text("{not json")
+    with caplog.at_level("WARNING"):
+        assert load_retrieval_heads(draft.name) is None
+    assert "unreadable" in caplog.text

@@ -279,9 +279,11 @@ def test_window_rebase(tiny_llama_draft: DraftModel) -> None:
     assert turn.stats.fallback_reason is None and turn.stats.compressed_now == 2 and 0 not in turn.results
     system_tokens = len(tiny_llama_draft.tokenize(big_system[0]["content"]).ids)
     read = pc._kv.get(fresh.session_id)
-    assert read is not None and system_tokens > 900 // 4 and len(read) < sum(
-        len(tiny_llama_draft.tokenize(m["content"]).ids) + 2 for m in big_system[1:]
-    ) + 8
+    assert (
+        read is not None
+        and system_tokens > 900 // 4
+        and len(read) < sum(len(tiny_llama_draft.tokenize(m["content"]).ids) + 2 for m in big_system[1:]) + 8
+    )
 
 
 def test_segment_longer_than_a_window_uses_windowed_scoring(tiny_llama_draft: DraftModel) -> None:

@@ -45,21 +45,41 @@ def test_20k_token_context_with_the_8k_smollm2(smollm2: DraftModel, essays: str)
 
 
 def test_incremental_scoring_matches_from_scratch(real_draft: DraftModel, essays: str) -> None:
-    """Three agent turns of real text: scores from the kept draft cache equal fresh scoring (max abs diff < 1e-4)."""
+    """Three agent turns of real text: scores from the kept draft cache equal fresh scoring (float32 rounding:
+    max abs diff under 1e-4 of the largest score), for the default and the published scorer."""
     import numpy as np
 
     from crossprefill_agents import DraftPrefix
 
-    cfg = CompressionConfig()
     docs = [essays[i * 1500 : (i + 1) * 1500] for i in range(4)]  # ~350 tokens each
-    state = DraftPrefix(real_draft.name)
-    real_draft.score_incremental(docs[:2], "What did the author work on?", config=cfg, state=state)
-    for n in (3, 4):
-        inc = real_draft.score_incremental(docs[:n], QUESTION, config=cfg, state=state)
-        ref = real_draft.score(docs[:n], QUESTION, config=cfg)
-        assert inc.reused_tokens > 0 and inc.prefilled_tokens < ref.prefilled_tokens / 2
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(inc.scores, ref.scores, strict=True))
-        assert diff < 1e-4
+    for cfg in (CompressionConfig(), CompressionConfig(scorer="lookahead", heads=())):
+        state = DraftPrefix(real_draft.name)
+        real_draft.score_incremental(docs[:2], "What did the author work on?", config=cfg, state=state)
+        for n in (3, 4):
+            inc = real_draft.score_incremental(docs[:n], QUESTION, config=cfg, state=state)
+            ref = real_draft.score(docs[:n], QUESTION, config=cfg)
+            assert inc.reused_tokens > 0 and inc.prefilled_tokens < ref.prefilled_tokens / 2
+            scale = max(float(np.abs(r).max()) for r in ref.scores)
+            diff = max(float(np.abs(a - b).max()) for a, b in zip(inc.scores, ref.scores, strict=True))
+            assert diff < 1e-4 * max(1.0, scale)
+
+
+def test_embedded_drafts_come_with_retrieval_heads_that_find_the_passkey(real_draft: DraftModel, essays: str) -> None:
+    """Loading an embedded draft gives its calibrated heads; with them the draft alone (no word overlap: the
+    question shares no content word with the key's sentence) keeps a passkey phrased unlike the question."""
+    heads = real_draft.retrieval_heads
+    layers, per_layer = real_draft.num_layers, real_draft.model.config.num_attention_heads
+    assert heads is not None and len(heads) == 8
+    assert all(0 <= a < layers and 0 <= b < per_layer for a, b in heads)
+    enc = resolve_target("cl100k_base")
+    text = essays[: 3000 * 5]
+    while enc.count(text) > 3000:
+        text = text[: int(len(text) * 0.95)]
+    cut = text.rfind(". ", 0, len(text) // 3) + 2
+    context = text[:cut] + "Write down 58213 to open the door. " + text[cut:]
+    pc = PromptCompressor(real_draft, target="cl100k_base", config=CompressionConfig(lexical_weight=0.0))
+    r = pc.compress(context, "Which number unlocks the entrance?", keep_rate=0.1)
+    assert r.fallback_reason is None and "58213" in r.text
 
 
 def test_session_keeps_a_passkey_across_turns(smollm2: DraftModel, essays: str) -> None:
