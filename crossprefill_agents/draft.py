@@ -476,9 +476,7 @@ class DraftModel:
         depth = self._depth(config, heads, capture is not None) if question else self.num_layers
         with self._lock, torch.inference_mode(), self._truncated(depth):
             if state is None:
-                # The question scorer crops back to the context between its two queries: full-length
-                # layers even for sliding-window models (the model's masks still limit what they see).
-                cache = DynamicCache() if question else DynamicCache(config=self.model.config)
+                cache = DynamicCache(config=self.model.config)  # sliding-window layers keep only their window
             else:
                 if state.depth != depth:
                     state.reset()
@@ -552,6 +550,8 @@ class DraftModel:
 
     def _question_votes(self, query_ids: list[int], w: _Window) -> tuple[torch.Tensor, int]:
         """Every question token reads the context; each head's mean, minus its mean for the null query, votes."""
+        if hasattr(w.cache, "activate_past_recording"):
+            w.cache.activate_past_recording()  # sliding-window layers keep what the question pushes out, for the crop
         asked = self._query_attention(query_ids, w, w.capture)
         w.cache.crop(w.ctx_end - w.cache.get_seq_length())
         null_ids = self._query_ids(NULL_QUERY, w.config).tolist()
@@ -584,8 +584,13 @@ class DraftModel:
                 if first >= len(block):
                     continue
                 rows = []
-                for a in out.attentions:  # (1, heads, block, keys): full-length cache, keys = absolute positions
-                    att = a[0, :, first:, ctx_start:ctx_end]  # (heads, q, n_ctx)
+                total = ctx_end + i + len(block)  # keys up to the block's last token
+                for a in out.attentions:  # (1, heads, block, k): the last k of `total` positions
+                    heads, q, k = a[0, :, first:].shape
+                    att = context_slice(
+                        a[0, :, first:].reshape(heads * q, k), total_keys=total, ctx_start=ctx_start, ctx_end=ctx_end
+                    )
+                    att = att.reshape(heads, q, ctx_end - ctx_start)  # (heads, q, n_ctx)
                     rows.append(pool_along_keys(renormalize_over_context(att), config.pool_kernel))
                 if capture is not None:
                     for j in range(rows[0].shape[1]):

@@ -170,3 +170,11 @@ def test_calibrate_stores_heads_that_from_pretrained_loads(
     with caplog.at_level("WARNING"):
         assert load_retrieval_heads(draft.name) is None
     assert "unreadable" in caplog.text
+
+
+def test_empty_query_falls_back_to_the_lookahead_queries(tiny_llama_draft: DraftModel) -> None:
+    """With no question to read the context, the question scorer uses the last prompt token and look-ahead."""
+    context = make_text(200, seed=7)
+    got = tiny_llama_draft.score([context], "", config=CompressionConfig()).scores[0]
+    ref = tiny_llama_draft.score([context], "", config=CompressionConfig(scorer="lookahead", heads=())).scores[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
