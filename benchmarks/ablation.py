@@ -112,7 +112,6 @@ LEVERS: dict[str, tuple[bool, dict[str, Any]]] = {  # name -> (int8 draft, confi
 
 def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...]) -> dict[str, Any]:
     """One draft pass per (draft, lever); each pass read with lexical weight 0.7 (default) and 0 (draft only)."""
-    from tqdm import tqdm
 
     examples = [ex for ds in datasets for ex in load_examples(ds, n=n, context_tokens=length)]
     rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -127,12 +126,7 @@ def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str
                 w: PromptCompressor(model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w))
                 for w in (0.7, 0.0)
             }
-            name = f"{draft} {lever}"
-            for ex in tqdm(examples, desc=name, unit="ctx"):
-                t = time.perf_counter()
-                scored = model.score([ex.context], ex.question, config=score_cfg)
-                seconds[name] += time.perf_counter() - t
-                _read(rows, name, ex, scored, readers)
+            _timed_pass(model, f"{draft} {lever}", examples, score_cfg, readers, rows, seconds)
         del plain, int8
     _baseline_rows(examples, rows)
     return _result(datasets, n, length, examples, rows, seconds)
@@ -251,7 +245,6 @@ def run_scorer(
     datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...], seed: int = 0
 ) -> dict[str, Any]:
     """One timed draft pass per (draft, scorer); each read at its fusion weights (selection only)."""
-    from tqdm import tqdm
 
     examples = [ex for ds in datasets for ex in load_examples(ds, n=n, context_tokens=length, seed=seed)]
     rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -266,18 +259,32 @@ def run_scorer(
                 w: PromptCompressor(model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w))
                 for w in weights
             }
-            name = f"{draft} {label}"
-            for ex in tqdm(examples, desc=name, unit="ctx"):
-                t = time.perf_counter()
-                scored = model.score([ex.context], ex.question, config=score_cfg)
-                seconds[name] += time.perf_counter() - t
-                _read(rows, name, ex, scored, readers)
+            _timed_pass(model, f"{draft} {label}", examples, score_cfg, readers, rows, seconds)
         del model
     _baseline_rows(examples, rows, methods=(("bm25", "sentence"), ("idf_overlap", "sentence"), ("minilm", "sentence")))
     result = _result(datasets, n, length, examples, rows, seconds)
     result["heads"] = heads
     result["seed"] = seed
     return result
+
+
+def _timed_pass(
+    model: DraftModel,
+    name: str,
+    examples: list[Example],
+    score_cfg: CompressionConfig,
+    readers: dict[float, PromptCompressor],
+    rows: dict[str, dict[float, list[dict[str, Any]]]],
+    seconds: dict[str, float],
+) -> None:
+    """Score every example once with ``score_cfg`` (timed into ``seconds[name]``) and read it with each reader."""
+    from tqdm import tqdm
+
+    for ex in tqdm(examples, desc=name, unit="ctx"):
+        t = time.perf_counter()
+        scored = model.score([ex.context], ex.question, config=score_cfg)
+        seconds[name] += time.perf_counter() - t
+        _read(rows, name, ex, scored, readers)
 
 
 def _read(

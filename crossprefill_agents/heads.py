@@ -198,8 +198,6 @@ def calibrate(
     heads = find_retrieval_heads(draft, texts, top=top, config=CompressionConfig(scorer="question", heads=()))
     draft.retrieval_heads = heads
     if save:
-        path = heads_path(draft.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "format": _FORMAT,
             "draft": draft.name,
@@ -207,9 +205,14 @@ def calibrate(
             "texts": "synthetic" if texts is None else f"{len(texts)} given",
             "seconds": round(time.perf_counter() - t0, 1),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record) + "\n")
-        os.replace(tmp, path)
+        path = heads_path(draft.name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(record) + "\n")
+            os.replace(tmp, path)
+        except OSError as e:  # a read-only home must not break loading: the heads stay on the draft
+            logger.warning("could not store the calibrated heads at %s (%s); they apply to this process only", path, e)
     logger.info("calibrated %d retrieval heads for %s in %.1f s", len(heads), draft.name, time.perf_counter() - t0)
     return heads

@@ -178,3 +178,17 @@ def test_empty_query_falls_back_to_the_lookahead_queries(tiny_llama_draft: Draft
     got = tiny_llama_draft.score([context], "", config=CompressionConfig()).scores[0]
     ref = tiny_llama_draft.score([context], "", config=CompressionConfig(scorer="lookahead", heads=())).scores[0]
     np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+def test_calibrate_keeps_the_heads_when_they_cannot_be_stored(
+    tiny_llama_draft: DraftModel, tmp_path: Path, monkeypatch, caplog  # type: ignore[no-untyped-def]
+) -> None:
+    """An unwritable models home: a warning, and the heads still apply to this draft."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("CROSSPREFILL_HOME", str(blocker))  # the heads folder would have to live under a file
+    monkeypatch.setattr(tiny_llama_draft, "retrieval_heads", None)
+    with caplog.at_level("WARNING"):
+        heads = calibrate(tiny_llama_draft, top=2, texts=[make_text(120, seed=1)])
+    assert tiny_llama_draft.retrieval_heads == heads and len(heads) == 2
+    assert "could not store" in caplog.text
