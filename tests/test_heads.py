@@ -181,7 +181,10 @@ def test_empty_query_falls_back_to_the_lookahead_queries(tiny_llama_draft: Draft
 
 
 def test_calibrate_keeps_the_heads_when_they_cannot_be_stored(
-    tiny_llama_draft: DraftModel, tmp_path: Path, monkeypatch, caplog  # type: ignore[no-untyped-def]
+    tiny_llama_draft: DraftModel,
+    tmp_path: Path,
+    monkeypatch,
+    caplog,  # type: ignore[no-untyped-def]
 ) -> None:
     """An unwritable models home: a warning, and the heads still apply to this draft."""
     blocker = tmp_path / "a-file"
