@@ -34,7 +34,7 @@ class Timings:
     """Where the seconds of one compression went."""
 
     draft_prefill_s: float = 0.0  # draft forward over the prompt (all windows)
-    lookahead_s: float = 0.0  # the query steps: last prompt token + greedy look-ahead
+    lookahead_s: float = 0.0  # the query passes: question + null query, or last prompt token + look-ahead
     selection_s: float = 0.0  # units, budget search on the target tokenizer, rendering
     total_s: float = 0.0
 
