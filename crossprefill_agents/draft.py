@@ -27,11 +27,13 @@ import torch
 from ._text import sanitize
 from .config import CompressionConfig
 from .scoring import (
+    NoVotingHeadsError,
     context_slice,
     head_rows,
+    head_vote,
     mean_over_steps,
-    pick_heads,
     pool_along_keys,
+    question_vote,
     renormalize_over_context,
 )
 
@@ -556,8 +558,7 @@ class DraftModel:
         w.cache.crop(w.ctx_end - w.cache.get_seq_length())
         null_ids = self._query_ids(NULL_QUERY, w.config).tolist()
         null = self._query_attention(null_ids, w, None)
-        excess = [a - b for a, b in zip(asked, null, strict=True)]  # per layer (heads, n_ctx)
-        return self._vote(excess, w.config, w.heads, pooled=True), len(query_ids) + len(null_ids)
+        return self._vote(asked, w.config, w.heads, null), len(query_ids) + len(null_ids)
 
     def _query_attention(
         self, query_ids: list[int], w: _Window, capture: list[torch.Tensor] | None
@@ -613,20 +614,16 @@ class DraftModel:
         per_layer: Sequence[torch.Tensor],
         config: CompressionConfig,
         heads: tuple[tuple[int, int], ...],
-        *,
-        pooled: bool = False,
+        null: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Per-layer ``(heads, n_ctx)`` rows -> ``(n_ctx,)``: the voting heads' max (pooled along keys first)."""
-        rows = pick_heads(per_layer, heads)  # still one block per layer
-        if config.attention_layers == "global" and self.global_layers is not None:
-            rows = [rows[i] for i in self.global_layers if i < len(rows)]
-        rows = [r for r in rows if len(r)]
-        if not rows:
-            raise DraftError("no head is left to vote: config.heads lie outside attention_layers")
-        stacked = torch.cat(rows, dim=0)  # (voting heads, n_ctx)
-        if not pooled:
-            stacked = pool_along_keys(stacked, config.pool_kernel)
-        return stacked.amax(dim=0)
+        """The voting heads' max of per-layer ``(heads, n_ctx)`` rows (the question's excess over ``null``)."""
+        layers = self.global_layers if config.attention_layers == "global" else None
+        try:
+            if null is not None:
+                return question_vote(per_layer, null, heads, layers=layers)
+            return head_vote(per_layer, heads, layers=layers, kernel=config.pool_kernel)
+        except NoVotingHeadsError as e:
+            raise DraftError(f"{e} (config.heads, config.attention_layers)") from e
 
     @contextlib.contextmanager
     def _truncated(self, depth: int) -> Iterator[None]:

@@ -1,10 +1,15 @@
-"""Attention of the draft's query steps -> importance of each context token.
+"""Attention of the draft's queries -> importance of each context token.
 
 Pure tensor functions, no model: each one can be checked on hand-made tensors.
-The method (speculative prefill): the last prompt token and N greedy look-ahead tokens
-are the queries; their attention onto the context keys is renormalised over those keys
-in fp32, average-pooled along the keys, reduced by max over layers x heads, and
-averaged over query steps.
+
+The published method (speculative prefill, ``scorer="lookahead"``): the last prompt token
+and N greedy look-ahead tokens are the queries; their attention onto the context keys is
+renormalised over those keys in fp32, average-pooled along the keys, reduced by max over
+layers x heads (:func:`head_vote`), and averaged over query steps (:func:`mean_over_steps`).
+
+The question scorer (``scorer="question"``): every question token is a query; each head's
+renormalised, pooled attention is averaged over them, the same head's average for a
+content-free query is subtracted, and the voting heads take the max (:func:`question_vote`).
 """
 
 from __future__ import annotations
@@ -15,14 +20,21 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "NoVotingHeadsError",
     "aggregate_step",
     "context_slice",
     "head_rows",
+    "head_vote",
     "mean_over_steps",
     "pick_heads",
     "pool_along_keys",
+    "question_vote",
     "renormalize_over_context",
 ]
+
+
+class NoVotingHeadsError(ValueError):
+    """The chosen heads and layers leave no head to vote."""
 
 
 def context_slice(weights: torch.Tensor, *, total_keys: int, ctx_start: int, ctx_end: int) -> torch.Tensor:
@@ -105,3 +117,45 @@ def mean_over_steps(steps: Sequence[torch.Tensor]) -> torch.Tensor:
     if not steps:
         raise ValueError("at least one query step is needed to score the context")
     return torch.stack(list(steps), dim=0).mean(dim=0)  # (n_ctx,)
+
+
+def head_vote(
+    per_layer: Sequence[torch.Tensor],
+    heads: Sequence[tuple[int, int]] = (),
+    *,
+    layers: Sequence[int] | None = None,
+    kernel: int = 1,
+) -> torch.Tensor:
+    """Per-layer ``(heads, n_ctx)`` rows -> ``(n_ctx,)``: the max over the voting heads.
+
+    ``heads`` are the voting ``(layer, head)`` pairs (empty: every head); ``layers`` keeps only
+    those layers (``None``: all). Rows are pooled along keys with ``kernel`` before the max.
+    Raises :class:`NoVotingHeadsError` when no head is left to vote.
+    """
+    rows = pick_heads(per_layer, heads)  # still one block per layer
+    if layers is not None:
+        rows = [rows[i] for i in layers if i < len(rows)]
+    rows = [r for r in rows if len(r)]
+    if not rows:
+        raise NoVotingHeadsError("no head is left to vote: the chosen heads lie outside the chosen layers")
+    return pool_along_keys(torch.cat(rows, dim=0), kernel).amax(dim=0)  # (n_ctx,)
+
+
+def question_vote(
+    asked: Sequence[torch.Tensor],
+    null: Sequence[torch.Tensor],
+    heads: Sequence[tuple[int, int]] = (),
+    *,
+    layers: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """The question scorer's vote: per head, the question's attention minus a content-free query's.
+
+    ``asked`` and ``null`` are per-layer ``(heads, n_ctx)`` rows, each already renormalised over
+    the context, pooled along keys and averaged over its query's tokens. What a head gives
+    every query alike (attention sinks, the pull toward the end of the context) cancels; the
+    max over the voting heads of what is left is each token's importance, ``(n_ctx,)``.
+    """
+    if len(asked) != len(null):
+        raise ValueError(f"asked has {len(asked)} layers, null has {len(null)}")
+    excess = [a - b for a, b in zip(asked, null, strict=True)]  # per layer (heads, n_ctx)
+    return head_vote(excess, heads, layers=layers, kernel=1)

@@ -9,8 +9,10 @@ import torch
 from crossprefill_agents.scoring import (
     aggregate_step,
     context_slice,
+    head_vote,
     mean_over_steps,
     pool_along_keys,
+    question_vote,
     renormalize_over_context,
 )
 from crossprefill_agents.selection import make_units, segment_means, select
@@ -72,6 +74,29 @@ def test_aggregate_step_takes_max_over_layers_and_heads() -> None:
     assert int(score.argmax()) == 30
     assert score[30] == pytest.approx(1.0)
     assert score[0] == pytest.approx(1.0 / n)
+
+
+def test_head_vote_takes_max_over_the_chosen_heads_and_layers_only() -> None:
+    """Only the named (layer, head) pairs vote; ``layers`` drops whole layers; nothing left is an error."""
+    layer0 = torch.tensor([[0.9, 0.0, 0.1], [0.0, 0.2, 0.0]])  # (heads=2, n_ctx=3)
+    layer1 = torch.tensor([[0.0, 0.0, 0.7], [0.3, 0.8, 0.0]])
+    assert head_vote([layer0, layer1]).tolist() == pytest.approx([0.9, 0.8, 0.7])
+    assert head_vote([layer0, layer1], [(0, 1), (1, 0)]).tolist() == pytest.approx([0.0, 0.2, 0.7])
+    assert head_vote([layer0, layer1], layers=[1]).tolist() == pytest.approx([0.3, 0.8, 0.7])
+    with pytest.raises(ValueError, match="no head is left"):
+        head_vote([layer0, layer1], [(0, 0)], layers=[1])
+
+
+def test_question_vote_cancels_what_every_query_attends_to() -> None:
+    """A sink that the null query attends to as much as the question drops out; the excess decides."""
+    asked = [torch.tensor([[0.5, 0.3, 0.2], [0.6, 0.1, 0.3]])]  # (heads=2, n_ctx=3): position 0 is a sink
+    null = [torch.tensor([[0.5, 0.4, 0.1], [0.6, 0.3, 0.1]])]
+    vote = question_vote(asked, null)
+    assert vote.tolist() == pytest.approx([0.0, -0.1, 0.2])  # max over heads of asked - null
+    assert int(vote.argmax()) == 2  # the sink no longer wins
+    assert question_vote(asked, null, [(0, 0)]).tolist() == pytest.approx([0.0, -0.1, 0.1])
+    with pytest.raises(ValueError, match="layers"):
+        question_vote(asked, [*null, *null])
 
 
 def test_mean_over_steps_averages_query_steps() -> None:
