@@ -123,7 +123,9 @@ def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str
             model = int8 if quantized else plain
             score_cfg = CompressionConfig(**fields)
             readers = {
-                w: PromptCompressor(model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w))
+                f"lexical {w}": PromptCompressor(
+                    model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w, paragraph_weight=0.0)
+                )
                 for w in (0.7, 0.0)
             }
             _timed_pass(model, f"{draft} {lever}", examples, score_cfg, readers, rows, seconds)
@@ -171,9 +173,7 @@ def run_prior(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
             profiles.append(position_profile(model.score([text], q, config=cfg).scores[0]))
         prior = np.mean(profiles, axis=0)
         priors[draft] = prior.tolist()
-        readers = {
-            w: PromptCompressor(model, target=TARGET, config=CompressionConfig(lexical_weight=w)) for w in (0.7, 0.0)
-        }
+        readers = _lexical_readers(model, (0.7, 0.0))
         for ex in tqdm(examples, desc=draft, unit="ctx"):
             scored = model.score([ex.context], ex.question, config=cfg)
             adjusted = replace(scored, scores=(apply_prior(scored.scores[0], prior),))
@@ -211,9 +211,7 @@ def run_heads(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
         cfg = CompressionConfig()
         ranked = find_retrieval_heads(model, calib, top=max(HEAD_COUNTS))
         chosen[draft] = [list(p) for p in ranked]
-        readers = {
-            w: PromptCompressor(model, target=TARGET, config=CompressionConfig(lexical_weight=w)) for w in (0.7, 0.0)
-        }
+        readers = _lexical_readers(model, (0.7, 0.0))
         for ex in tqdm(examples, desc=f"{draft} heads", unit="ctx"):
             per_head = model.head_scores([ex.context], ex.question, config=cfg)  # (steps, layers, heads, n)
             tok = model.tokenize(ex.context)
@@ -231,13 +229,21 @@ def run_heads(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
     return result
 
 
-SCORERS: dict[str, tuple[dict[str, Any], tuple[float, ...]]] = {  # name -> (config fields, fusion weights read)
-    "question scorer, retrieval heads (default)": ({}, (0.3, 0.0, 0.7)),
-    "question scorer, all heads": ({"heads": ()}, (0.3, 0.0)),
-    "previous default: look-ahead 2, all heads, sentences <= 64 tokens": (
-        {"scorer": "lookahead", "heads": (), "lookahead": 2, "max_sentence_tokens": 64},
-        (0.7, 0.0),
-    ),
+def _lexical_readers(model: DraftModel, weights: tuple[float, ...]) -> dict[str, PromptCompressor]:
+    """Readers at several fusion weights, without the paragraph prior (the modes recorded before it existed)."""
+    return {
+        f"lexical {w}": PromptCompressor(
+            model, target=TARGET, config=CompressionConfig(lexical_weight=w, paragraph_weight=0.0)
+        )
+        for w in weights
+    }
+
+
+# name -> (config fields of the pass, (lexical_weight, paragraph_weight) readings of it); "heads@t" = the draft's
+# heads recalibrated with that depth tolerance
+SCORERS: dict[str, tuple[dict[str, Any], tuple[tuple[float, float], ...]]] = {
+    "question scorer, retrieval heads (default)": ({}, ((0.3, 2.0), (0.3, 0.0), (0.0, 2.0), (0.0, 0.0))),
+    "question scorer, heads calibrated with depth_tolerance 0.15": ({"heads": "depth@0.15"}, ((0.3, 2.0),)),
 }
 
 
@@ -253,11 +259,24 @@ def run_scorer(
     for draft in drafts:
         model = DraftModel.from_pretrained(draft)
         heads[draft] = [list(p) for p in model.retrieval_heads or ()]
-        for label, (fields, weights) in SCORERS.items():
-            score_cfg = CompressionConfig(**fields)
+        for label, (fields, readings) in SCORERS.items():
+            base = CompressionConfig.paper() if fields.get("paper") else CompressionConfig()
+            changes = {k: v for k, v in fields.items() if k != "paper"}
+            if isinstance(changes.get("heads"), str):  # "depth@t": recalibrated, not stored
+                from crossprefill_agents.heads import rank_heads
+
+                t = float(changes["heads"].split("@")[1])
+                mass = _needle_mass(model)
+                changes["heads"] = rank_heads(mass, depth_tolerance=t)
+                heads[f"{draft} depth_tolerance {t}"] = [list(p) for p in changes["heads"]]
+                if changes["heads"] == tuple(map(tuple, heads[draft])):
+                    continue  # the same heads as the default: nothing new to measure
+            score_cfg = replace(base, **changes)
             readers = {
-                w: PromptCompressor(model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w))
-                for w in weights
+                f"lexical {w} paragraph {g}": PromptCompressor(
+                    model, target=TARGET, config=replace(score_cfg, lexical_weight=w, paragraph_weight=g)
+                )
+                for w, g in readings
             }
             _timed_pass(model, f"{draft} {label}", examples, score_cfg, readers, rows, seconds)
         del model
@@ -268,12 +287,18 @@ def run_scorer(
     return result
 
 
+def _needle_mass(model: DraftModel) -> np.ndarray:
+    from crossprefill_agents.heads import needle_masses
+
+    return needle_masses(model, config=CompressionConfig(scorer="question", heads=()))
+
+
 def _timed_pass(
     model: DraftModel,
     name: str,
     examples: list[Example],
     score_cfg: CompressionConfig,
-    readers: dict[float, PromptCompressor],
+    readers: dict[str, PromptCompressor],
     rows: dict[str, dict[float, list[dict[str, Any]]]],
     seconds: dict[str, float],
 ) -> None:
@@ -292,13 +317,13 @@ def _read(
     name: str,
     ex: Example,
     scored: Any,
-    readers: dict[float, PromptCompressor],
+    readers: dict[str, PromptCompressor],
 ) -> None:
-    """Select from one scoring pass with each reader (lexical weight) at each rate, as rows ``name | lexical w``."""
-    for w, pc in readers.items():
+    """Select from one scoring pass with each reader at each rate, as rows ``name | reader label``."""
+    for label, pc in readers.items():
         for rate in RATES:
             (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
-            rows[f"{name} | lexical {w}"][rate].append({"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)})
+            rows[f"{name} | {label}"][rate].append({"dataset": ex.dataset, **_row(ex, r.kept_spans, r.text)})
 
 
 def _result(

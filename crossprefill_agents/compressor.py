@@ -16,7 +16,7 @@ from .cache import ByteLRU, InMemoryMemoStore, MemoStore
 from .config import CompressionConfig, SessionConfig, _check_keep_rate, _check_max_tokens
 from .draft import DraftModel, DraftPrefix, DraftScores
 from .lexical import fuse, lexical_scores
-from .selection import Unit, make_units, protected_spans, select
+from .selection import Unit, coarse_to_fine, make_units, paragraph_ids, protected_spans, select
 from .session import CompressionSession
 from .targets import TokenCounter, resolve_target
 
@@ -330,6 +330,11 @@ class PromptCompressor:
             lexical = lexical_scores([docs[u.doc][u.start : u.end] for u in units], scored.query)
             fused = fuse(draft_scores, lexical, cfg.lexical_weight)
             units = [replace(u, score=float(f)) for u, f in zip(units, fused, strict=True)]
+        if cfg.paragraph_weight > 0 and units:
+            ranked = coarse_to_fine(
+                np.array([u.score for u in units]), paragraph_ids(docs, units), cfg.paragraph_weight
+            )
+            units = [replace(u, score=float(f)) for u, f in zip(units, ranked, strict=True)]
         protected = [protected_spans(d, cfg.protect_patterns) for d in docs]
         chosen = select(docs, units, protected, budget=cap, count=self.target.count, delimiter=cfg.delimiter)
         t2 = time.perf_counter()

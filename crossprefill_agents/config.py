@@ -58,6 +58,7 @@ class CompressionConfig:
     unit: Unit = "sentence"  # "sentence": sentences/lines; "chunk": chunk_size-token chunks
     max_sentence_tokens: int = 256  # sentence units: a sentence longer than this (draft tokens) is cut into chunks
     lexical_weight: float = 0.3  # weight of idf query-word overlap in a rank fusion with the draft's score
+    paragraph_weight: float = 2.0  # coarse-to-fine: a unit's rank + this x the best rank in its paragraph
     delimiter: str = " [...] "  # joins kept spans that have a gap between them
     protect: tuple[str, ...] = ()  # regular expressions whose matches are never dropped
     snap_to_words: bool = True  # move chunk edges to the nearest word boundary (no cut words)
@@ -106,6 +107,14 @@ class CompressionConfig:
             raise ValueError(f"attention_layers must be 'all' or 'global', got {self.attention_layers!r}")
         if isinstance(self.lexical_weight, bool) or not 0.0 <= self.lexical_weight <= 1.0:
             raise ValueError(f"lexical_weight must be in [0, 1] (0 = draft only), got {self.lexical_weight!r}")
+        if (
+            isinstance(self.paragraph_weight, bool)
+            or not isinstance(self.paragraph_weight, int | float)
+            or not 0.0 <= self.paragraph_weight < float("inf")
+        ):
+            raise ValueError(
+                f"paragraph_weight must be a finite number >= 0 (0 = units alone), got {self.paragraph_weight!r}"
+            )
         if not isinstance(self.delimiter, str):
             raise TypeError(f"delimiter must be a str, got {type(self.delimiter).__name__}")
         if not isinstance(self.query_separator, str):
@@ -136,7 +145,7 @@ class CompressionConfig:
     def paper(cls) -> CompressionConfig:
         """The faithful published speculative-prefill scorer: 8 look-ahead tokens, kernel 13, 32-token chunks.
 
-        No sentence units, no lexical fusion, every head of every layer votes, chunk edges
+        No sentence units, no lexical fusion, no paragraph prior, every head of every layer votes, chunk edges
         are not moved: the reference row of every benchmark table.
         """
         return cls(
@@ -147,6 +156,7 @@ class CompressionConfig:
             chunk_size=32,
             unit="chunk",
             lexical_weight=0.0,
+            paragraph_weight=0.0,
             attention_layers="all",
             snap_to_words=False,
         )

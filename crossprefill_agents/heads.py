@@ -39,6 +39,8 @@ __all__ = [
     "head_needle_mass",
     "heads_path",
     "load_retrieval_heads",
+    "needle_masses",
+    "rank_heads",
     "synthetic_texts",
 ]
 
@@ -127,6 +129,57 @@ def head_needle_mass(
     return scores[..., inside].sum(axis=-1).mean(axis=0) / scores.sum(axis=-1).mean(axis=0).clip(min=1e-12)
 
 
+def needle_masses(
+    draft: DraftModel,
+    texts: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    config: CompressionConfig | None = None,
+) -> np.ndarray:
+    """``(layers, heads)``: each head's attention mass on a planted fact, averaged over ``texts``.
+
+    ``texts`` are stretches of prose that each fit one draft window (a few hundred to a few
+    thousand tokens; 8 or more give a stable ranking); default: :func:`synthetic_texts`.
+    Scoring uses ``config``'s scorer and pooling (default: :class:`CompressionConfig`).
+    """
+    if texts is None:
+        texts = synthetic_texts(seed=seed)
+    if not texts:
+        raise ValueError("finding retrieval heads needs at least one text to plant facts in")
+    cfg = config or CompressionConfig()
+    rng = random.Random(seed)
+    masses = []
+    for text in texts:
+        context, question, span = _plant(text, rng)
+        masses.append(head_needle_mass(draft, context, question, span, cfg))
+    return np.mean(masses, axis=0)  # (layers, heads)
+
+
+def rank_heads(
+    mass: np.ndarray, *, top: int = DEFAULT_TOP, depth_tolerance: float = 0.0
+) -> tuple[tuple[int, int], ...]:
+    """The ``top`` (layer, head) pairs of ``mass`` ``(layers, heads)``, best first, from the shallowest layers that do.
+
+    The scorer runs the draft only up to the deepest voting layer, so shallow heads are
+    cheaper. With ``depth_tolerance`` t, the heads come from the first D layers for the
+    smallest D whose ``top`` heads hold at least (1 - t) of the mass of the best ``top``
+    heads of all layers (t = 0: the best heads wherever they are).
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    if not 0.0 <= depth_tolerance < 1.0:
+        raise ValueError(f"depth_tolerance must be in [0, 1), got {depth_tolerance}")
+    layers, heads = mass.shape
+    flat = mass.reshape(-1)  # (layers*heads,): index = layer * heads + head
+    best = np.sort(flat)[::-1][:top].sum()
+    for depth in range(1, layers + 1):
+        shallow = flat[: depth * heads]
+        order = np.argsort(-shallow, kind="stable")[:top]
+        if len(order) == min(top, len(flat)) and shallow[order].sum() >= (1.0 - depth_tolerance) * best:
+            return tuple((int(i // heads), int(i % heads)) for i in order)
+    raise AssertionError("unreachable: all layers hold the best heads")
+
+
 def find_retrieval_heads(
     draft: DraftModel,
     texts: Sequence[str] | None = None,
@@ -134,28 +187,16 @@ def find_retrieval_heads(
     top: int = DEFAULT_TOP,
     seed: int = 0,
     config: CompressionConfig | None = None,
+    depth_tolerance: float = 0.0,
 ) -> tuple[tuple[int, int], ...]:
     """The ``top`` (layer, head) pairs that put the most attention on a planted fact, best first.
 
-    ``texts`` are stretches of prose that each fit one draft window (a few hundred to a few
-    thousand tokens; 8 or more give a stable ranking); default: :func:`synthetic_texts`.
-    Scoring uses ``config``'s scorer and pooling (default: :class:`CompressionConfig`).
+    :func:`needle_masses` over ``texts``, ranked by :func:`rank_heads`.
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
-    if texts is None:
-        texts = synthetic_texts(seed=seed)
-    if not texts:
-        raise ValueError("find_retrieval_heads needs at least one text to plant facts in")
-    cfg = config or CompressionConfig()
-    rng = random.Random(seed)
-    masses = []
-    for text in texts:
-        context, question, span = _plant(text, rng)
-        masses.append(head_needle_mass(draft, context, question, span, cfg))
-    mean = np.mean(masses, axis=0)  # (layers, heads)
-    order = np.argsort(-mean, axis=None)[:top]
-    return tuple((int(i // mean.shape[1]), int(i % mean.shape[1])) for i in order)
+    mass = needle_masses(draft, texts, seed=seed, config=config)
+    return rank_heads(mass, top=top, depth_tolerance=depth_tolerance)
 
 
 def heads_path(draft_name: str) -> Path:
@@ -189,13 +230,17 @@ def calibrate(
     top: int = DEFAULT_TOP,
     texts: Sequence[str] | None = None,
     save: bool = True,
+    depth_tolerance: float = 0.0,
 ) -> tuple[tuple[int, int], ...]:
     """Find ``draft``'s retrieval heads for the question scorer, set ``draft.retrieval_heads``, and store them.
 
     About 8 draft passes over ~1.5k tokens (20-40 s for a 135M draft on two CPU cores).
+    ``depth_tolerance``: see :func:`rank_heads` (0 = the best heads wherever they are).
     """
     t0 = time.perf_counter()
-    heads = find_retrieval_heads(draft, texts, top=top, config=CompressionConfig(scorer="question", heads=()))
+    heads = find_retrieval_heads(
+        draft, texts, top=top, config=CompressionConfig(scorer="question", heads=()), depth_tolerance=depth_tolerance
+    )
     draft.retrieval_heads = heads
     if save:
         record = {
@@ -203,6 +248,7 @@ def calibrate(
             "draft": draft.name,
             "heads": [list(p) for p in heads],
             "texts": "synthetic" if texts is None else f"{len(texts)} given",
+            "depth_tolerance": depth_tolerance,
             "seconds": round(time.perf_counter() - t0, 1),
         }
         path = heads_path(draft.name)

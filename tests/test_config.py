@@ -11,10 +11,12 @@ from crossprefill_agents import CompressionConfig
 
 def test_defaults_are_the_measured_scorer() -> None:
     """Defaults: the question scorer on the draft's retrieval heads, pooled like the paper (kernel 13),
-    sentence units fused with word overlap at 0.3 (the levers benchmarks/results/ablation-scorer.md kept)."""
+    sentence units fused with word overlap at 0.3, paragraphs ranked first at weight 2 (the levers
+    benchmarks/results/ablation-scorer.md kept)."""
     c = CompressionConfig()
     assert (c.scorer, c.heads, c.pool_kernel, c.chunk_size, c.delimiter) == ("question", "auto", 13, 32, " [...] ")
     assert (c.unit, c.max_sentence_tokens, c.lexical_weight, c.attention_layers) == ("sentence", 256, 0.3, "all")
+    assert c.paragraph_weight == 2.0
     assert c.min_tokens == 256 and c.on_error == "fallback"
 
 
@@ -23,6 +25,7 @@ def test_paper_preset_is_the_published_method() -> None:
     p = CompressionConfig.paper()
     assert (p.scorer, p.heads, p.lookahead, p.pool_kernel, p.chunk_size) == ("lookahead", (), 8, 13, 32)
     assert (p.unit, p.lexical_weight, p.attention_layers, p.snap_to_words) == ("chunk", 0.0, "all", False)
+    assert p.paragraph_weight == 0.0
 
 
 def test_config_is_frozen() -> None:

@@ -18,6 +18,7 @@ from crossprefill_agents.heads import (
     head_needle_mass,
     heads_path,
     load_retrieval_heads,
+    rank_heads,
     synthetic_texts,
 )
 from crossprefill_agents.scoring import pick_heads
@@ -138,6 +139,29 @@ def test_find_retrieval_heads_ranks_real_pairs(tiny_llama_draft: DraftModel) -> 
     assert mass.shape == (cfg.num_hidden_layers, cfg.num_attention_heads) and ((mass >= 0) & (mass <= 1)).all()
     with pytest.raises(ValueError, match="top"):
         find_retrieval_heads(tiny_llama_draft, texts, top=0)
+
+
+def test_rank_heads_prefers_shallow_layers_within_the_tolerance() -> None:
+    """Best heads first; a tolerance trades a little needle mass for a shallower cut of the draft."""
+    mass = np.array(
+        [
+            [0.50, 0.10, 0.00],  # layer 0
+            [0.40, 0.05, 0.00],  # layer 1
+            [0.60, 0.45, 0.00],  # layer 2: the two best heads
+        ]
+    )
+    assert rank_heads(mass, top=2) == ((2, 0), (0, 0))  # 1.10 of mass, needs all 3 layers
+    # the first two layers hold 0.90 = 82% of it; layer 0 alone 0.60 = 55%
+    assert rank_heads(mass, top=2, depth_tolerance=0.1) == ((2, 0), (0, 0))
+    assert rank_heads(mass, top=2, depth_tolerance=0.2) == ((0, 0), (1, 0))
+    assert rank_heads(mass, top=2, depth_tolerance=0.5) == ((0, 0), (0, 1))
+    assert rank_heads(mass, top=9) == tuple(
+        (i // 3, i % 3) for i in np.argsort(-mass.reshape(-1), kind="stable")
+    )  # every head, best first
+    with pytest.raises(ValueError, match="depth_tolerance"):
+        rank_heads(mass, depth_tolerance=1.0)
+    with pytest.raises(ValueError, match="top"):
+        rank_heads(mass, top=0)
 
 
 def test_synthetic_texts_are_reproducible_filler() -> None:

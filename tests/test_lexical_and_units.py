@@ -11,7 +11,7 @@ from helpers import make_text
 from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
 from crossprefill_agents._text import sentence_starts
 from crossprefill_agents.lexical import content_words, fuse, lexical_scores, percentile_ranks
-from crossprefill_agents.selection import make_units
+from crossprefill_agents.selection import Unit, coarse_to_fine, make_units, paragraph_ids
 
 
 def word_offsets(text: str) -> np.ndarray:
@@ -90,28 +90,48 @@ def test_config_validates_the_new_knobs() -> None:
         CompressionConfig(lexical_weight=1.5)
     with pytest.raises(ValueError, match="attention_layers"):
         CompressionConfig(attention_layers="sliding")  # type: ignore[arg-type]
+    for bad in (-0.5, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="paragraph_weight"):
+            CompressionConfig(paragraph_weight=bad)  # type: ignore[arg-type]
 
 
-def test_global_layers_are_the_full_attention_layers(tiny_gemma_draft: DraftModel, tiny_llama_draft) -> None:  # type: ignore[no-untyped-def]
-    """Gemma-3's full-attention layers are found from its config; a model without sliding layers has none apart."""
-    assert tiny_gemma_draft.global_layers == (2,)
-    assert tiny_llama_draft.global_layers is None
-    context = make_text(600, seed=40)
-    all_layers = tiny_gemma_draft.score([context], "q", config=CompressionConfig())
-    glob = tiny_gemma_draft.score([context], "q", config=CompressionConfig(attention_layers="global"))
-    assert not np.allclose(all_layers.scores[0], glob.scores[0])
-    # sliding layers (window 16) can only vote for the last tokens: with them gone, the tail loses its pull
-    n = len(glob.scores[0])
-    assert glob.scores[0][n - 8 :].mean() <= all_layers.scores[0][n - 8 :].mean()
+def test_paragraph_ids_number_blank_line_blocks_across_documents() -> None:
+    """Blank lines (spaces allowed on them) separate paragraphs; each document starts a new one."""
+    a = "One. Two.\n\nThree.\n  \nFour."
+    b = "Five.\nSix."  # no blank line: one paragraph
+    starts_a = [0, 5, 11, 21]  # One / Two / Three / Four
+    units = [Unit(0, s, s + 1, 0.0, (s + 1,)) for s in starts_a] + [Unit(1, 0, 1, 0.0, (1,)), Unit(1, 6, 7, 0.0, (7,))]
+    assert paragraph_ids([a, b], units).tolist() == [0, 0, 1, 2, 3, 3]
 
 
-def test_sentence_units_with_lexical_fusion_keep_the_matching_sentence(tiny_llama_draft: DraftModel) -> None:
-    """With lexical fusion, a sentence naming the question's rare words survives a small keep rate."""
-    needle = "The zanzibar passkey is 55555."
-    context = make_text(700, seed=41) + " " + needle + " " + make_text(700, seed=42)
-    cfg = CompressionConfig(unit="sentence", lexical_weight=0.5)
-    r = PromptCompressor(tiny_llama_draft, target=lambda t: len(t.split()), config=cfg).compress(
-        context, "What is the zanzibar passkey?", keep_rate=0.05
-    )
-    assert "zanzibar passkey is 55555" in r.text
-    assert r.compressed_tokens <= r.budget_tokens
+def test_coarse_to_fine_lifts_the_neighbours_of_a_paragraphs_best_unit() -> None:
+    """A unit in the paragraph of the best unit overtakes a slightly better lone unit elsewhere."""
+    scores = np.array([0.9, 0.5, 0.6, 0.1, 0.0])
+    groups = np.array([0, 0, 1, 1, 2])
+    ranked = coarse_to_fine(scores, groups, 1.0)
+    # ranks: 1.0, 0.5, 0.75, 0.25, 0.0; group bests: 1.0, 0.75, 0.0
+    assert ranked.tolist() == pytest.approx([2.0, 1.5, 1.5, 1.0, 0.0])
+    assert ranked[1] >= ranked[2] and scores[1] < scores[2]
+    assert np.array_equal(coarse_to_fine(scores, groups, 0.0), scores)
+    assert np.argsort(-coarse_to_fine(scores, np.arange(5), 1.0)).tolist() == np.argsort(-scores).tolist()
+
+
+def test_paragraph_prior_keeps_the_best_paragraph_whole(tiny_llama_draft: DraftModel) -> None:
+    """With the paragraph prior the sentences around the matching one come along; without it, they do not."""
+    needle = "The zanzibar harbour opened in 1888."
+    para = f"Ships came from far away. Fishermen sold eels there. {needle} Gulls nested on its roof."
+    context = make_text(900, seed=45) + "\n\n" + para + "\n\n" + make_text(900, seed=46)
+    q = "When did the zanzibar harbour open?"  # no word of it in the filler: the other units tie
+    budget = len(para.split()) + 20
+
+    def run(weight: float) -> str:
+        cfg = CompressionConfig(lexical_weight=1.0, paragraph_weight=weight)  # lexical only: no random draft votes
+        r = PromptCompressor(tiny_llama_draft, target=lambda t: len(t.split()), config=cfg).compress(
+            context, q, max_tokens=budget
+        )
+        assert r.compressed_tokens <= r.budget_tokens
+        return r.text
+
+    assert para in run(1.0)  # the whole paragraph, not just the needle sentence
+    alone = run(0.0)
+    assert needle in alone and para not in alone
