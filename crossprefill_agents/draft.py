@@ -257,10 +257,11 @@ class DraftModel:
             model = model.to(device)
         from .heads import calibrate, load_retrieval_heads
 
-        draft = cls(model, tokenizer, name=source, retrieval_heads=load_retrieval_heads(source))
-        if draft.retrieval_heads is None and source in EMBEDDED_MODELS and calibrate_heads:
+        tolerance = EMBEDDED_MODELS[source].depth_tolerance if source in EMBEDDED_MODELS else None
+        draft = cls(model, tokenizer, name=source, retrieval_heads=load_retrieval_heads(source, tolerance))
+        if draft.retrieval_heads is None and tolerance is not None and calibrate_heads:
             logger.info("calibrating the retrieval heads of %s once (stored under the models home)", source)
-            calibrate(draft)
+            calibrate(draft, depth_tolerance=tolerance)
         if quantize == "int8":
             draft.model = quantize_int8(draft.model)
             draft.name = f"{source}+{quantize}"

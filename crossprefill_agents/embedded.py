@@ -48,6 +48,10 @@ class EmbeddedModel:
     gguf_name: str  # file name of the GGUF
     assembled: bool  # True: the GGUF is split in parts and the module's assemble(path) writes it
     description: str
+    # heads.calibrate's depth_tolerance for this draft: Gemma-3's best retrieval heads include its last layer;
+    # heads from its first 12 layers (within 15% of their needle mass) cost a third less and kept as much
+    # evidence in benchmarks/results/ablation-scorer.md
+    depth_tolerance: float = 0.0
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -74,6 +78,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             gguf_name="gemma-3-270m-q4_k_m.gguf",
             assembled=True,
             description="Gemma-3-270M base (262k vocabulary, 32k context, sliding-window layers), Q4_K_M",
+            depth_tolerance=0.15,
         ),
     )
 }

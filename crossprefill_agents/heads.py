@@ -208,12 +208,20 @@ def heads_path(draft_name: str) -> Path:
     return models_home() / "heads" / f"{slug}.json"
 
 
-def load_retrieval_heads(draft_name: str) -> tuple[tuple[int, int], ...] | None:
-    """The stored heads of ``draft_name``, or None if it was never calibrated (or the file is unreadable)."""
+def load_retrieval_heads(
+    draft_name: str, depth_tolerance: float | None = None
+) -> tuple[tuple[int, int], ...] | None:
+    """The stored heads of ``draft_name``, or None if it was never calibrated (or the file is unreadable).
+
+    With ``depth_tolerance``, heads stored under another tolerance count as not calibrated.
+    """
     path = heads_path(draft_name)
     try:
         data = json.loads(path.read_text())
         if data.get("format") != _FORMAT:
+            return None
+        if depth_tolerance is not None and float(data.get("depth_tolerance", 0.0)) != depth_tolerance:
+            logger.info("stored heads of %s were calibrated with another depth_tolerance; recalibrating", draft_name)
             return None
         heads = tuple((int(a), int(b)) for a, b in data["heads"])
     except FileNotFoundError:

@@ -190,6 +190,11 @@ def test_calibrate_stores_heads_that_from_pretrained_loads(
     assert heads_path(draft.name).is_file() and load_retrieval_heads(draft.name) == heads
     assert DraftModel.from_pretrained(folder).retrieval_heads == heads
     assert DraftModel.from_pretrained(folder, quantize="int8").retrieval_heads == heads
+    assert load_retrieval_heads(draft.name, 0.0) == heads  # stored with the default tolerance
+    assert load_retrieval_heads(draft.name, 0.15) is None  # asked for another: recalibrate
+    shallow = calibrate(draft, top=3, texts=[make_text(150, seed=s) for s in range(2)], depth_tolerance=0.9)
+    assert load_retrieval_heads(draft.name, 0.9) == shallow and load_retrieval_heads(draft.name, 0.0) is None
+    assert max(layer for layer, _ in shallow) <= max(layer for layer, _ in heads)
     heads_path(draft.name).write_text("{not json")
     with caplog.at_level("WARNING"):
         assert load_retrieval_heads(draft.name) is None
