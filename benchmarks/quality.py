@@ -1,6 +1,7 @@
 """Quality against the full prompt and against peers, overhead and TTFT, side by side on real data.
 
     python -m benchmarks quality --quick     # about 10 minutes on 2 CPU cores
+    python -m benchmarks quality --peers     # ours vs LongLLMLingua, 15 HotpotQA questions (about 20 min)
     python -m benchmarks quality             # the full grid (hours on 2 CPU cores)
 
 Every method compresses the same contexts to the same keep rates of **target** (cl100k_base)
@@ -83,6 +84,7 @@ class Plan:
     prefill_reference: int  # examples per (draft, length) on which the draft's plain prefill is timed
     seed: int = 0
     name: str = "quality"
+    peer_methods: tuple[str, ...] = PEERS
 
 
 QUICK = Plan(
@@ -113,6 +115,22 @@ FULL = Plan(
     target_datasets=("hotpotqa", "squad", "niah_passkey", "niah_kv"),
     target_methods=tuple(f"{m}/{u}" for m, u in BASELINES) + tuple(f"{p}/smollm2-135m" for p in PEERS),
     prefill_reference=3,
+)
+PEERS_PLAN = Plan(  # the goal's comparison on more questions: ours against LongLLMLingua at both keep rates
+    datasets=("hotpotqa",),
+    n=15,
+    lengths=(2000,),
+    rates=(0.25, 0.5),
+    drafts=DRAFTS,
+    peers=True,
+    peer_rates=(0.25, 0.5),
+    peer_datasets=("hotpotqa",),
+    target_rates=(),
+    target_datasets=(),
+    target_methods=(),
+    prefill_reference=0,
+    name="quality-peers",
+    peer_methods=("longllmlingua",),
 )
 
 
@@ -258,7 +276,7 @@ def _run_peers(plan: Plan, examples: dict[tuple[str, int], list[Example]], recor
         with LLMLinguaPeer() as peer:
             versions = ", ".join(f"{k} {v}" for k, v in sorted(peer.versions.items()))
             for ex in tqdm(todo, desc="llmlingua peers", unit="ctx"):
-                for method in PEERS:
+                for method in plan.peer_methods:
                     for rate in plan.peer_rates:
                         p = peer.compress(
                             ex.context, ex.question, keep_rate=rate, method=method, documents=ex.documents, id=ex.id
@@ -282,6 +300,8 @@ def _run_targets(
     by_key = {(r.example, r.method, r.rate): r for r in records}
     out: list[dict[str, Any]] = []
     todo = [ex for (ds, _), exs in examples.items() if ds in plan.target_datasets for ex in exs]
+    if not todo or not plan.target_rates:
+        return out
     for draft in plan.drafts:
         target = LocalTarget(TARGET_FOR_DRAFT[draft])
         methods = [f"ours/{draft}", f"paper/{draft}", *plan.target_methods]
@@ -625,12 +645,15 @@ def plot(result: dict[str, Any], summary: dict[str, Any], stem: Path) -> list[Pa
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks quality", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small plan that finishes in about 10 minutes")
+    ap.add_argument(
+        "--peers", action="store_true", help="HotpotQA, 15 questions: ours vs LongLLMLingua at keep 0.25 and 0.5"
+    )
     ap.add_argument("--n", type=int, default=None, help="examples per dataset and length")
     ap.add_argument("--no-peers", action="store_true", help="skip LLMLingua / LongLLMLingua")
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown and plots from the JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    plan = QUICK if args.quick else FULL
+    plan = QUICK if args.quick else PEERS_PLAN if args.peers else FULL
     if args.n is not None:
         plan = Plan(**{**plan.__dict__, "n": args.n})
     if args.no_peers:

@@ -158,7 +158,7 @@ def needle_masses(
 def rank_heads(
     mass: np.ndarray, *, top: int = DEFAULT_TOP, depth_tolerance: float = 0.0
 ) -> tuple[tuple[int, int], ...]:
-    """The ``top`` (layer, head) pairs of ``mass`` ``(layers, heads)``, best first, from the shallowest layers that do.
+    """The ``top`` (layer, head) pairs of ``mass`` ``(layers, heads)``, best first, from as few first layers as do.
 
     The scorer runs the draft only up to the deepest voting layer, so shallow heads are
     cheaper. With ``depth_tolerance`` t, the heads come from the first D layers for the
