@@ -122,12 +122,7 @@ def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str
         for lever, (quantized, fields) in LEVERS.items():
             model = int8 if quantized else plain
             score_cfg = CompressionConfig(**fields)
-            readers = {
-                f"lexical {w}": PromptCompressor(
-                    model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w, paragraph_weight=0.0)
-                )
-                for w in (0.7, 0.0)
-            }
+            readers = _lexical_readers(model, (0.7, 0.0), **fields)
             _timed_pass(model, f"{draft} {lever}", examples, score_cfg, readers, rows, seconds)
         del plain, int8
     _baseline_rows(examples, rows)
@@ -229,18 +224,18 @@ def run_heads(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
     return result
 
 
-def _lexical_readers(model: DraftModel, weights: tuple[float, ...]) -> dict[str, PromptCompressor]:
+def _lexical_readers(model: DraftModel, weights: tuple[float, ...], **fields: Any) -> dict[str, PromptCompressor]:
     """Readers at several fusion weights, without the paragraph prior (the modes recorded before it existed)."""
     return {
         f"lexical {w}": PromptCompressor(
-            model, target=TARGET, config=CompressionConfig(lexical_weight=w, paragraph_weight=0.0)
+            model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w, paragraph_weight=0.0)
         )
         for w in weights
     }
 
 
-# name -> (config fields of the pass, (lexical_weight, paragraph_weight) readings of it); "heads@t" = the draft's
-# heads recalibrated with that depth tolerance
+# name -> (config fields of the pass, (lexical_weight, paragraph_weight) readings of it); heads="depth@t" = the
+# draft's heads re-ranked with that depth tolerance (not stored)
 SCORERS: dict[str, tuple[dict[str, Any], tuple[tuple[float, float], ...]]] = {
     "question scorer, retrieval heads (default)": ({}, ((0.3, 2.0), (0.3, 0.0), (0.0, 2.0), (0.0, 0.0))),
     "question scorer, heads calibrated with depth_tolerance 0.15": ({"heads": "depth@0.15"}, ((0.3, 2.0),)),
@@ -260,9 +255,8 @@ def run_scorer(
         model = DraftModel.from_pretrained(draft)
         heads[draft] = [list(p) for p in model.retrieval_heads or ()]
         for label, (fields, readings) in SCORERS.items():
-            base = CompressionConfig.paper() if fields.get("paper") else CompressionConfig()
-            changes = {k: v for k, v in fields.items() if k != "paper"}
-            if isinstance(changes.get("heads"), str):  # "depth@t": recalibrated, not stored
+            changes = dict(fields)
+            if isinstance(changes.get("heads"), str):  # "depth@t"
                 from crossprefill_agents.heads import rank_heads
 
                 t = float(changes["heads"].split("@")[1])
@@ -271,7 +265,7 @@ def run_scorer(
                 heads[f"{draft} depth_tolerance {t}"] = [list(p) for p in changes["heads"]]
                 if changes["heads"] == tuple(map(tuple, heads[draft])):
                     continue  # the same heads as the default: nothing new to measure
-            score_cfg = replace(base, **changes)
+            score_cfg = CompressionConfig(**changes)
             readers = {
                 f"lexical {w} paragraph {g}": PromptCompressor(
                     model, target=TARGET, config=replace(score_cfg, lexical_weight=w, paragraph_weight=g)
