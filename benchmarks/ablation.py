@@ -12,11 +12,11 @@ variants differ in nothing else. Results go to ``benchmarks/results/ablation.{js
 questions, divided out of the scores (``ablation-prior``). ``--heads``: retrieval heads
 ranked on facts planted in essay text, only the top k voting (``ablation-heads``).
 
-``--scorer``: the question scorer (every question token reads the context, minus a null
-query's attention) on the draft's calibrated retrieval heads (the default), on every
-head, and the previous default (last prompt token + 2 look-ahead tokens, sentences cut
-at 64 draft tokens, fusion 0.7), each its own timed pass, read at several fusion weights,
-next to BM25 / idf overlap / MiniLM on the benchmark's sentences. Defaults to held-out
+``--scorer``: the default question scorer (every question token reads the context, minus
+a null query's attention, on the draft's calibrated retrieval heads) read with and
+without lexical fusion and the paragraph prior, and the faithful paper preset as the
+reference row, each its own timed pass, next to BM25 / idf overlap / MiniLM on the
+benchmark's sentences. Defaults to held-out
 questions (``--seed 0``; the levers were chosen on ``--seed 1``). Results go to
 ``benchmarks/results/ablation-scorer.{json,md}``.
 
@@ -235,10 +235,10 @@ def _lexical_readers(model: DraftModel, weights: tuple[float, ...], **fields: An
 
 
 # name -> (config fields of the pass, (lexical_weight, paragraph_weight) readings of it); heads="depth@t" = the
-# draft's heads re-ranked with that depth tolerance (not stored)
+# draft's heads re-ranked with that depth tolerance (not stored); preset="paper" = CompressionConfig.paper() as is
 SCORERS: dict[str, tuple[dict[str, Any], tuple[tuple[float, float], ...]]] = {
     "question scorer, retrieval heads (default)": ({}, ((0.3, 2.0), (0.3, 0.0), (0.0, 2.0), (0.0, 0.0))),
-    "question scorer, heads calibrated with depth_tolerance 0.15": ({"heads": "depth@0.15"}, ((0.3, 2.0),)),
+    "paper preset (reference)": ({"preset": "paper"}, ((0.0, 0.0),)),
 }
 
 
@@ -265,7 +265,9 @@ def run_scorer(
                 heads[f"{draft} depth_tolerance {t}"] = [list(p) for p in changes["heads"]]
                 if changes["heads"] == tuple(map(tuple, heads[draft])):
                     continue  # the same heads as the default: nothing new to measure
-            score_cfg = CompressionConfig(**changes)
+            preset = changes.pop("preset", None)
+            base = CompressionConfig.paper() if preset == "paper" else CompressionConfig()
+            score_cfg = replace(base, **changes)
             readers = {
                 f"lexical {w} paragraph {g}": PromptCompressor(
                     model, target=TARGET, config=replace(score_cfg, lexical_weight=w, paragraph_weight=g)

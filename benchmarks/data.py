@@ -22,6 +22,12 @@ character offsets:
 - ``squad``: answerable questions only; the gold paragraph shuffled among paragraphs of
   other articles (never one containing an answer). Evidence: the sentence(s) holding the
   first answer.
+- ``squad_paraphrase``: the answerable SQuAD questions whose answer sentence shares at most
+  one content word with the question (``overlap_words`` <= 1, 838 of the 5,928: the
+  crowdworkers' paraphrases), with the gold paragraph shuffled among other paragraphs of
+  the **same article** first (never one containing an answer), then of other articles.
+  Topic gives nothing away here and the question's words barely point at the evidence:
+  the condition where a lexical ranker has least to go on.
 - ``niah_passkey`` / ``niah_kv``: one needle ("The pass key is 48213. Remember it." or
   "The value for key <uuid> is <uuid>.") placed at a sentence boundary at a relative depth
   of 0.1, 0.3, 0.5, 0.7 or 0.9 (cycled over the examples) in a stretch of the essays.
@@ -60,7 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("hotpotqa", "squad", "niah_passkey", "niah_kv")
+DATASETS = ("hotpotqa", "squad", "squad_paraphrase", "niah_passkey", "niah_kv")
+PARAPHRASE_OVERLAP = 1  # squad_paraphrase: answer sentences sharing at most this many content words with the question
 NIAH_DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 _PARAGRAPH_SEP = "\n\n"
 _HAYSTACK_BLOCK_TOKENS = 256  # the needle haystack is cut into documents of about this many target tokens
@@ -319,36 +326,70 @@ def _squad_paragraphs() -> tuple[tuple[str, str, tuple[dict[str, Any], ...]], ..
     return tuple(out)
 
 
-def _squad_example(index: int, qa: dict[str, Any], *, tokens: int, seed: int, count: Callable[[str], int]) -> Example:
+def _answer_span(text: str, qa: dict[str, Any]) -> Span:
+    """The sentence(s) of the paragraph ``text`` that hold the first answer of ``qa``."""
+    first = qa["answers"][0]
+    a_start = int(first["answer_start"])
+    a_end = a_start + len(first["text"])
+    sents = sentence_spans(text)
+    hit = [(s, e) for s, e in sents if s < a_end and e > a_start] or [(a_start, a_end)]
+    return hit[0][0], hit[-1][1]
+
+
+def _is_paraphrase(index: int, qa: dict[str, Any]) -> bool:
+    """True when the answer sentence of ``qa`` shares at most :data:`PARAPHRASE_OVERLAP` content words with it."""
+    text = _squad_paragraphs()[index][1]
+    s, e = _answer_span(text, qa)
+    return overlap_words(text[s:e], qa["question"]) <= PARAPHRASE_OVERLAP
+
+
+def _squad_example(
+    index: int,
+    qa: dict[str, Any],
+    *,
+    tokens: int,
+    seed: int,
+    count: Callable[[str], int],
+    dataset: str = "squad",
+) -> Example:
+    """One SQuAD question; ``dataset="squad_paraphrase"`` draws distractors from the same article first."""
     paragraphs = _squad_paragraphs()
     title, text, _ = paragraphs[index]
-    rng = random.Random(f"squad/{seed}/{qa['id']}/{tokens}")
+    rng = random.Random(f"{dataset}/{seed}/{qa['id']}/{tokens}")
     answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"]))
     norm_answers = [_normalized(a) for a in answers]
+
+    def holds_answer(body: str) -> bool:
+        return any(a in _normalized(body) for a in norm_answers)
 
     def draw(r: random.Random) -> _Paragraph | None:
         j = r.randrange(len(paragraphs))
         t, body, _ = paragraphs[j]
-        if t == title or any(a in _normalized(body) for a in norm_answers):
+        if t == title or holds_answer(body):
             return None
         return _Paragraph(str(j), t, (body,))
 
+    own: list[_Paragraph] = []
+    if dataset == "squad_paraphrase":
+        own = [
+            _Paragraph(str(j), t, (body,))
+            for j, (t, body, _) in enumerate(paragraphs)
+            if t == title and j != index and not holds_answer(body)
+        ]
+        rng.shuffle(own)
     gold = _Paragraph(str(index), title, (text,))
-    context, placed = _fill([gold], [], draw, tokens=tokens, count=count, rng=rng)
-    p_start, p_end = placed[gold.key].span
+    context, placed = _fill([gold], own, draw, tokens=tokens, count=count, rng=rng)
+    p_start, _ = placed[gold.key].span
     body_start = p_start + len(f"Title: {title}\n") - (len(text) - len(text.lstrip()))
     first = qa["answers"][0]
     a_start = body_start + int(first["answer_start"])
-    a_end = a_start + len(first["text"])
-    if context[a_start:a_end] != first["text"]:
+    if context[a_start : a_start + len(first["text"])] != first["text"]:
         raise AssertionError(f"SQuAD answer offset mismatch in {qa['id']}")  # a bug here, not bad input
-    sents = sentence_spans(context, start=body_start, end=p_end)
-    hit = [(s, e) for s, e in sents if s < a_end and e > a_start] or [(a_start, a_end)]
-    s, e = hit[0][0], hit[-1][1]
+    s, e = (body_start + x for x in _answer_span(text, qa))
     evidence = (Evidence(s, e, overlap_words(context[s:e], qa["question"])),)
     return Example(
-        id=f"squad/{seed}-{qa['id']}/{tokens}",
-        dataset="squad",
+        id=f"{dataset}/{seed}-{qa['id']}/{tokens}",
+        dataset=dataset,
         question=qa["question"],
         answers=answers,
         context=context,
@@ -489,14 +530,16 @@ def load_examples(
                 out.append(_hotpot_example(items[j], tokens=context_tokens, seed=seed, count=count))
             except ValueError as e:
                 logger.info("skipping HotpotQA %s: %s", items[j]["_id"], e)
-    elif dataset == "squad":
+    elif dataset in ("squad", "squad_paraphrase"):
         qas = [(i, q) for i, (_, _, qs) in enumerate(_squad_paragraphs()) for q in qs if not q.get("is_impossible")]
+        if dataset == "squad_paraphrase":
+            qas = [(i, q) for i, q in qas if _is_paraphrase(i, q)]
         for j in rng.sample(range(len(qas)), len(qas)):
             if len(out) == n:
                 break
             index, qa = qas[j]
             try:
-                out.append(_squad_example(index, qa, tokens=context_tokens, seed=seed, count=count))
+                out.append(_squad_example(index, qa, tokens=context_tokens, seed=seed, count=count, dataset=dataset))
             except ValueError as e:
                 logger.info("skipping SQuAD %s: %s", qa["id"], e)
     else:

@@ -1,7 +1,7 @@
 """Quality against the full prompt and against peers, overhead and TTFT, side by side on real data.
 
     python -m benchmarks quality --quick     # about 10 minutes on 2 CPU cores
-    python -m benchmarks quality --peers     # ours vs LongLLMLingua, 15 HotpotQA questions (about 20 min)
+    python -m benchmarks quality --peers     # ours vs LongLLMLingua, 15 HotpotQA + 15 paraphrased SQuAD (about 40 min)
     python -m benchmarks quality             # the full grid (hours on 2 CPU cores)
 
 Every method compresses the same contexts to the same keep rates of **target** (cl100k_base)
@@ -117,14 +117,14 @@ FULL = Plan(
     prefill_reference=3,
 )
 PEERS_PLAN = Plan(  # the goal's comparison on more questions: ours against LongLLMLingua at both keep rates
-    datasets=("hotpotqa",),
+    datasets=("hotpotqa", "squad_paraphrase"),
     n=15,
     lengths=(2000,),
     rates=(0.25, 0.5),
     drafts=DRAFTS,
     peers=True,
     peer_rates=(0.25, 0.5),
-    peer_datasets=("hotpotqa",),
+    peer_datasets=("hotpotqa", "squad_paraphrase"),
     target_rates=(),
     target_datasets=(),
     target_methods=(),
@@ -510,7 +510,7 @@ def to_markdown(result: dict[str, Any], summary: dict[str, Any]) -> str:
                 f"{o['scoring_s'] / o['plain_prefill_s']:.2f}x |"
             )
         lines += _projection(result, summary, ov)
-    lines += ["", _goals(plan, summary)]
+    lines += ["", _goals(plan, summary), "", _scoring_goals(plan, summary)]
     return "\n".join(lines) + "\n"
 
 
@@ -582,6 +582,57 @@ def _goals(plan: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CLEARLY_ABOVE = 5.0  # points of low-overlap recall over the best non-LLM baseline that count as "clearly above"
+
+
+def _scoring_goals(plan: dict[str, Any], summary: dict[str, Any]) -> str:
+    """Issue 4's goals at every keep rate the peer ran at: each line states the margin and met / missed."""
+    peer = "longllmlingua/smollm2-135m"
+    cells = {(r["dataset"], r["method"], r["rate"]): r for r in summary["quality"]}
+    rates = sorted({rate for ds, m, rate in cells if m == peer})
+    sentence_baselines = [f"{b}/sentence" for b, u in BASELINES if u == "sentence" and b != "random"]
+    lines = [
+        "### Goals of issue 4 (scoring quality), as measured in this run",
+        "",
+        f"Margins in points. 'Clearly above' on low-overlap evidence means >= +{CLEARLY_ABOVE:.0f}.",
+        "",
+    ]
+    met = lambda ok: "met" if ok else "missed"  # noqa: E731
+    for draft in plan["drafts"]:
+        ours = f"ours/{draft}"
+        for rate in rates:
+            for ds in [d for d in plan["datasets"] if (d, peer, rate) in cells and (d, ours, rate) in cells]:
+                o, p = cells[(ds, ours, rate)], cells[(ds, peer, rate)]
+                dr, da = 100 * (o["recall"] - p["recall"]), 100 * (o["answer_kept"] - p["answer_kept"])
+                base = [cells[(ds, b, rate)] for b in sentence_baselines if (ds, b, rate) in cells]
+                line = (
+                    f"- {ds} @{rate}, {ours}: vs LongLLMLingua recall {dr:+.1f} ({met(dr >= 10)}), "
+                    f"answer kept {da:+.1f} ({met(da >= 10)})"
+                )
+                if base:
+                    best = max(base, key=lambda r: r["recall"])
+                    db = 100 * (o["recall"] - best["recall"])
+                    line += f"; recall vs the best non-LLM baseline ({best['method']}) {db:+.1f} ({met(db >= 0)})"
+                    lows = [r for r in base if r["n_low"]]
+                    if o["n_low"] and lows:
+                        best_low = max(lows, key=lambda r: r["recall_low"])
+                        dl = 100 * (o["recall_low"] - best_low["recall_low"])
+                        line += (
+                            f"; low-overlap recall vs the best ({best_low['method']}, {o['n_low']} sentences) "
+                            f"{dl:+.1f} ({met(dl >= CLEARLY_ABOVE)})"
+                        )
+                lines.append(line + ".")
+        own = [cells[("all", ours, r)]["ms_per_1k"] for r in rates if ("all", ours, r) in cells]
+        theirs = [cells[("all", peer, r)]["ms_per_1k"] for r in rates if ("all", peer, r) in cells]
+        if own and theirs:  # conservative: our dearest rate against the peer's cheapest
+            share = max(own) / min(theirs)
+            lines.append(
+                f"- cost, {ours}: {max(own):.0f} ms per 1k tokens, {100 * share:.0f}% of LongLLMLingua's "
+                f"{min(theirs):.0f} at its cheapest rate (goal: <= 33%): {met(share <= 1 / 3)}."
+            )
+    return "\n".join(lines)
+
+
 def _method_order(m: str) -> tuple[int, str]:
     head = m.split("/")[0]
     order = {"ours": 0, "paper": 1, "longllmlingua": 2, "llmlingua": 3}
@@ -646,7 +697,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks quality", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small plan that finishes in about 10 minutes")
     ap.add_argument(
-        "--peers", action="store_true", help="HotpotQA, 15 questions: ours vs LongLLMLingua at keep 0.25 and 0.5"
+        "--peers",
+        action="store_true",
+        help="HotpotQA and squad_paraphrase, 15 questions each: ours vs LongLLMLingua at keep 0.25 and 0.5",
     )
     ap.add_argument("--n", type=int, default=None, help="examples per dataset and length")
     ap.add_argument("--no-peers", action="store_true", help="skip LLMLingua / LongLLMLingua")

@@ -24,7 +24,7 @@ Counter = Callable[[str], int]
 Examples = dict[str, list[Example]]
 
 TOKENS = 1000
-N = {"hotpotqa": 3, "squad": 6, "niah_passkey": len(NIAH_DEPTHS), "niah_kv": len(NIAH_DEPTHS)}
+N = {"hotpotqa": 3, "squad": 6, "squad_paraphrase": 4, "niah_passkey": len(NIAH_DEPTHS), "niah_kv": len(NIAH_DEPTHS)}
 
 
 @pytest.fixture(scope="module")
@@ -181,9 +181,10 @@ def test_hotpot_paragraphs_are_not_repeated(examples: Examples) -> None:
 
 
 # --------------------------------------------------------------------------- SQuAD
-def test_squad_evidence_holds_the_answer_and_only_gold_holds_it(examples: Examples) -> None:
+@pytest.mark.parametrize("ds", ["squad", "squad_paraphrase"])
+def test_squad_evidence_holds_the_answer_and_only_gold_holds_it(examples: Examples, ds: str) -> None:
     """SQuAD evidence contains the first gold answer; no distractor paragraph's body contains any gold answer."""
-    for e in examples["squad"]:
+    for e in examples[ds]:
         (ev,) = e.evidence
         assert e.answers[0] in e.context[ev.start : ev.end]
         bodies = [t.split("\n", 1)[1] for t in e.document_texts]
@@ -192,11 +193,30 @@ def test_squad_evidence_holds_the_answer_and_only_gold_holds_it(examples: Exampl
         assert holding == [gold], e.id
 
 
-def test_squad_evidence_excludes_the_title_line(examples: Examples) -> None:
+@pytest.mark.parametrize("ds", ["squad", "squad_paraphrase"])
+def test_squad_evidence_excludes_the_title_line(examples: Examples, ds: str) -> None:
     """SQuAD evidence is the sentence(s) holding the answer, never the paragraph's title line."""
-    for e in examples["squad"]:
+    for e in examples[ds]:
         (ev,) = e.evidence
         assert not e.context[ev.start : ev.end].startswith("Title: "), e.id
+
+
+def test_squad_paraphrase_is_low_overlap_among_its_own_article(examples: Examples) -> None:
+    """squad_paraphrase evidence shares <= 1 content word with the question, and every distractor comes
+    from the gold paragraph's article (SQuAD dev articles have >= 21 paragraphs, enough for 1k tokens)."""
+    for e in examples["squad_paraphrase"]:
+        (ev,) = e.evidence
+        assert ev.overlap_words == overlap_words(e.context[ev.start : ev.end], e.question) <= 1, e.id
+        titles = {t.split("\n", 1)[0] for t in e.document_texts}
+        assert len(titles) == 1 and len(e.documents) > 2, (e.id, titles)
+
+
+def test_squad_paraphrase_draws_other_questions_than_squad() -> None:
+    """The paraphrase set filters the SQuAD draw: at the same seed its questions are the low-overlap ones only."""
+    plain = load_examples("squad", n=40, context_tokens=TOKENS, seed=0)
+    para = load_examples("squad_paraphrase", n=3, context_tokens=TOKENS, seed=0)
+    assert all(e.evidence[0].overlap_words <= 1 for e in para)
+    assert any(e.evidence[0].overlap_words > 1 for e in plain)  # the plain draw is not filtered
 
 
 # --------------------------------------------------------------------------- needles

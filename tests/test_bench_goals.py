@@ -1,0 +1,56 @@
+"""The quality benchmark's issue-4 goal lines: margins and met / missed from hand-made summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.quality import _scoring_goals
+
+PLAN = {"drafts": ["smollm2-135m"], "datasets": ["hotpotqa", "squad_paraphrase"]}
+
+
+def _cell(ds: str, method: str, rate: float, **kw: float) -> dict[str, Any]:
+    row = {"dataset": ds, "method": method, "rate": rate, "n_low": 4, "recall_low": 0.5, "ms_per_1k": 1000.0}
+    return {**row, "recall": 0.5, "answer_kept": 0.5, **kw}
+
+
+def _summary(*cells: dict[str, Any]) -> dict[str, Any]:
+    return {"quality": list(cells)}
+
+
+def _line(text: str, start: str) -> str:
+    (line,) = [x for x in text.splitlines() if x.startswith(start)]
+    return line
+
+
+def test_margins_against_the_peer_and_the_best_sentence_baseline() -> None:
+    """Recall +10 is met, answer +9 is missed; the best baseline is picked per measure (recall, low overlap)."""
+    text = _scoring_goals(
+        PLAN,
+        _summary(
+            _cell("hotpotqa", "ours/smollm2-135m", 0.25, recall=0.80, answer_kept=0.69, recall_low=0.70),
+            _cell("hotpotqa", "longllmlingua/smollm2-135m", 0.25, recall=0.70, answer_kept=0.60),
+            _cell("hotpotqa", "bm25/sentence", 0.25, recall=0.78, recall_low=0.30),
+            _cell("hotpotqa", "minilm/sentence", 0.25, recall=0.75, recall_low=0.66),
+            _cell("hotpotqa", "random/window", 0.25, recall=0.99, recall_low=0.99),  # not a sentence baseline
+        ),
+    )
+    line = _line(text, "- hotpotqa @0.25, ours/smollm2-135m")
+    assert "recall +10.0 (met)" in line and "answer kept +9.0 (missed)" in line
+    assert "(bm25/sentence) +2.0 (met)" in line
+    assert "(minilm/sentence, 4 sentences) +4.0 (missed)" in line  # +4 is above, but not clearly (+5)
+    assert "squad_paraphrase" not in text  # no peer row there: no line
+
+
+def test_cost_compares_our_dearest_rate_with_the_peers_cheapest() -> None:
+    """Cost share = our max ms over the peer's rates / the peer's min ms, pooled over datasets."""
+    text = _scoring_goals(
+        PLAN,
+        _summary(
+            _cell("all", "ours/smollm2-135m", 0.25, ms_per_1k=2000.0),
+            _cell("all", "ours/smollm2-135m", 0.5, ms_per_1k=3000.0),
+            _cell("all", "longllmlingua/smollm2-135m", 0.25, ms_per_1k=10000.0),
+            _cell("all", "longllmlingua/smollm2-135m", 0.5, ms_per_1k=8000.0),
+        ),
+    )
+    assert "3000 ms per 1k tokens, 38% of LongLLMLingua's 8000 at its cheapest rate (goal: <= 33%): missed" in text
