@@ -20,6 +20,11 @@ benchmark's sentences. Defaults to held-out
 questions (``--seed 0``; the levers were chosen on ``--seed 1``). Results go to
 ``benchmarks/results/ablation-scorer.{json,md}``.
 
+``--subsets``: head subsets (the calibrated 8, the top 4 / 12 / 16 by needle mass, every
+head, full-attention layers only) x reading weights for the question scorer, on a
+selection draw (``--seed 1`` by default, held-out questions left out), from one capture of
+every head per question (``ablation-subsets``).
+
 ``--levers``: the draft-side levers that need their own pass (look-ahead steps, the query
 read before the context too, int8 dynamic quantisation), each timed in the same run and
 read with the default selection (sentence units, lexical weight 0.7) and with the draft
@@ -283,6 +288,82 @@ def run_scorer(
     return result
 
 
+SUBSET_READINGS = ((0.3, 2.0), (0.0, 2.0), (0.5, 2.0), (0.3, 1.0), (0.3, 3.0))  # (lexical, paragraph) weights
+
+
+def _selection_examples(datasets: tuple[str, ...], n: int, length: int, seed: int) -> list[Example]:
+    """``n`` examples per dataset drawn with ``seed``, leaving out any question of the held-out draw (seed 0, 30)."""
+    source = lambda ex: ex.id.split("/")[1].split("-", 1)[1]  # noqa: E731
+    held = {source(ex) for ds in datasets for ex in load_examples(ds, n=30, context_tokens=length, seed=0)}
+    out: list[Example] = []
+    for ds in datasets:
+        pool = [ex for ex in load_examples(ds, n=n + 5, context_tokens=length, seed=seed) if source(ex) not in held]
+        out += pool[:n]
+    return out
+
+
+def _head_subsets(model: DraftModel, mass: np.ndarray) -> dict[str, tuple[tuple[int, int], ...]]:
+    from crossprefill_agents.heads import rank_heads
+
+    layers, heads = mass.shape
+    default = tuple(model.retrieval_heads or rank_heads(mass))
+    subsets = {
+        "calibrated heads (default)": default,
+        **{f"top {k} by needle mass": rank_heads(mass, top=k) for k in (4, 12, 16)},
+        "every head": tuple((i, h) for i in range(layers) for h in range(heads)),
+    }
+    if model.global_layers is not None:
+        keep = list(model.global_layers)
+        full = np.full_like(mass, -np.inf)
+        full[keep] = mass[keep]
+        subsets["default heads in full-attention layers only"] = tuple(p for p in default if p[0] in keep)
+        subsets["top 8 of the full-attention layers"] = rank_heads(full)
+    return subsets
+
+
+def run_subsets(
+    datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...], seed: int = 1
+) -> dict[str, Any]:
+    """Head subsets x reading weights for the question scorer, on a selection draw (never the held-out one).
+
+    Per question, ``head_scores`` records every head's attention for the question and for
+    the null query once; a subset's vote is the max over its heads of the difference (what
+    ``CompressionConfig(heads=subset)`` scores), read at each ``SUBSET_READINGS`` weight pair.
+    """
+    from tqdm import tqdm
+
+    from crossprefill_agents.draft import NULL_QUERY, DraftScores
+
+    examples = _selection_examples(datasets, n, length, seed)
+    rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    chosen: dict[str, dict[str, list[list[int]]]] = {}
+    for draft in drafts:
+        model = DraftModel.from_pretrained(draft)
+        cfg = CompressionConfig()
+        subsets = _head_subsets(model, _needle_mass(model))
+        chosen[draft] = {k: [list(p) for p in v] for k, v in subsets.items()}
+        readers = {
+            f"lexical {w} paragraph {g}": PromptCompressor(
+                model, target=TARGET, config=replace(cfg, lexical_weight=w, paragraph_weight=g)
+            )
+            for w, g in SUBSET_READINGS
+        }
+        for ex in tqdm(examples, desc=f"{draft} head subsets", unit="ctx"):
+            asked = model.head_scores([ex.context], ex.question, config=cfg).mean(axis=0)  # (layers, heads, n)
+            excess = asked - model.head_scores([ex.context], NULL_QUERY, config=cfg).mean(axis=0)
+            tok = model.tokenize(ex.context)
+            for label, heads in subsets.items():
+                layer_idx, head_idx = zip(*heads, strict=True)
+                vote = excess[list(layer_idx), list(head_idx)].max(axis=0).astype(np.float64)
+                _read(rows, f"{draft} {label}", ex, DraftScores(ex.question, (tok,), (vote,), 0, 1, 0.0, 0.0), readers)
+        del model
+    _baseline_rows(examples, rows, methods=(("bm25", "sentence"), ("minilm", "sentence")))
+    result = _result(datasets, n, length, examples, rows, {})
+    result["subsets"] = chosen
+    result["selection_seed"] = seed
+    return result
+
+
 def _needle_mass(model: DraftModel) -> np.ndarray:
     from crossprefill_agents.heads import needle_masses
 
@@ -365,7 +446,12 @@ def _stats(items: list[dict[str, Any]]) -> tuple[float, float, float, int]:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    if "seed" in result:
+    if "selection_seed" in result:
+        passes = (
+            f"Selection questions (seed {result['selection_seed']}, none of the held-out seed-0 draw). One capture "
+            "of every head's attention per question serves every head subset and reading weight."
+        )
+    elif "seed" in result:
         passes = (
             f"Held-out questions (seed {result['seed']}; the defaults were chosen on seed 1). Each scorer is its "
             "own timed draft pass, read at several fusion weights."
@@ -415,11 +501,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prior", action="store_true", help="a calibrated position prior divided out of the scores")
     ap.add_argument("--heads", action="store_true", help="only calibrated retrieval heads vote")
     ap.add_argument("--scorer", action="store_true", help="question scorer vs the previous default, held-out, timed")
-    ap.add_argument("--seed", type=int, default=0, help="question draw (--scorer)")
+    ap.add_argument("--subsets", action="store_true", help="head subsets x reading weights on a selection draw")
+    ap.add_argument("--seed", type=int, default=None, help="question draw (--scorer: 0, held out; --subsets: 1)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    modes = {"levers": run_levers, "prior": run_prior, "heads": run_heads, "scorer": run_scorer}
+    modes = {"levers": run_levers, "prior": run_prior, "heads": run_heads, "scorer": run_scorer, "subsets": run_subsets}
     mode = next((m for m in modes if getattr(args, m)), None)
     stem = f"ablation-{mode}" if mode else "ablation"
     path = RESULTS / f"{stem}.json"
@@ -427,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
         result = json.loads(path.read_text())
     else:
         runner = modes[mode] if mode else run
-        extra = {"seed": args.seed} if mode == "scorer" else {}
+        extra = {"seed": args.seed} if mode in ("scorer", "subsets") and args.seed is not None else {}
         result = runner(tuple(args.datasets), args.n, args.length, tuple(args.drafts), **extra)
         path.write_text(json.dumps(result) + "\n")
     md = to_markdown(result)

@@ -255,3 +255,13 @@ def test_needle_sits_at_a_sentence_end_and_states_the_answer(examples: Examples,
         assert e.context[ev.start - 1] == " "
         haystack = e.context[: ev.start - 1] + e.context[ev.start + len(needle) :]
         assert ev.start - 1 in {end for _, end in sentence_spans(haystack)}
+
+
+def test_selection_draw_leaves_out_the_held_out_questions() -> None:
+    """The ablation's selection draw (seed 1) never holds a question of the held-out draw (seed 0, 30 per set)."""
+    from benchmarks.ablation import _selection_examples
+
+    source = lambda e: e.id.split("/")[1].split("-", 1)[1]  # noqa: E731
+    held = {source(e) for e in load_examples("squad_paraphrase", n=30, context_tokens=TOKENS, seed=0)}
+    picked = _selection_examples(("squad_paraphrase",), 8, TOKENS, seed=1)
+    assert len(picked) == 8 and not {source(e) for e in picked} & held
