@@ -103,16 +103,16 @@ QUICK = Plan(
     name="quality-quick",
 )
 FULL = Plan(
-    datasets=("hotpotqa", "squad", "niah_passkey", "niah_kv"),
+    datasets=("hotpotqa", "squad", "squad_paraphrase", "niah_passkey", "niah_kv"),
     n=20,
     lengths=(2000, 4000, 8000),
     rates=(0.1, 0.25, 0.5),
     drafts=DRAFTS,
     peers=True,
     peer_rates=(0.1, 0.25, 0.5),
-    peer_datasets=("hotpotqa", "squad", "niah_passkey", "niah_kv"),
+    peer_datasets=("hotpotqa", "squad", "squad_paraphrase", "niah_passkey", "niah_kv"),
     target_rates=(0.1, 0.25, 0.5),
-    target_datasets=("hotpotqa", "squad", "niah_passkey", "niah_kv"),
+    target_datasets=("hotpotqa", "squad", "squad_paraphrase", "niah_passkey", "niah_kv"),
     target_methods=tuple(f"{m}/{u}" for m, u in BASELINES) + tuple(f"{p}/smollm2-135m" for p in PEERS),
     prefill_reference=3,
 )
