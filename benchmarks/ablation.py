@@ -239,11 +239,13 @@ def _lexical_readers(model: DraftModel, weights: tuple[float, ...], **fields: An
     }
 
 
-# name -> (config fields of the pass, (lexical_weight, paragraph_weight) readings of it); heads="depth@t" = the
-# draft's heads re-ranked with that depth tolerance (not stored); preset="paper" = CompressionConfig.paper() as is
-SCORERS: dict[str, tuple[dict[str, Any], tuple[tuple[float, float], ...]]] = {
-    "question scorer, retrieval heads (default)": ({}, ((0.3, 2.0), (0.3, 0.0), (0.0, 2.0), (0.0, 0.0))),
-    "paper preset (reference)": ({"preset": "paper"}, ((0.0, 0.0),)),
+# name -> (the config of the pass, (lexical_weight, paragraph_weight) readings of it)
+SCORERS: dict[str, tuple[CompressionConfig, tuple[tuple[float, float], ...]]] = {
+    "question scorer, retrieval heads (default)": (
+        CompressionConfig(),
+        ((0.3, 2.0), (0.3, 0.0), (0.0, 2.0), (0.0, 0.0)),
+    ),
+    "paper preset (reference)": (CompressionConfig.paper(), ((0.0, 0.0),)),
 }
 
 
@@ -259,20 +261,7 @@ def run_scorer(
     for draft in drafts:
         model = DraftModel.from_pretrained(draft)
         heads[draft] = [list(p) for p in model.retrieval_heads or ()]
-        for label, (fields, readings) in SCORERS.items():
-            changes = dict(fields)
-            if isinstance(changes.get("heads"), str):  # "depth@t"
-                from crossprefill_agents.heads import rank_heads
-
-                t = float(changes["heads"].split("@")[1])
-                mass = _needle_mass(model)
-                changes["heads"] = rank_heads(mass, depth_tolerance=t)
-                heads[f"{draft} depth_tolerance {t}"] = [list(p) for p in changes["heads"]]
-                if changes["heads"] == tuple(map(tuple, heads[draft])):
-                    continue  # the same heads as the default: nothing new to measure
-            preset = changes.pop("preset", None)
-            base = CompressionConfig.paper() if preset == "paper" else CompressionConfig()
-            score_cfg = replace(base, **changes)
+        for label, (score_cfg, readings) in SCORERS.items():
             readers = {
                 f"lexical {w} paragraph {g}": PromptCompressor(
                     model, target=TARGET, config=replace(score_cfg, lexical_weight=w, paragraph_weight=g)
