@@ -590,7 +590,7 @@ def _scoring_goals(plan: dict[str, Any], summary: dict[str, Any]) -> str:
     peer = "longllmlingua/smollm2-135m"
     cells = {(r["dataset"], r["method"], r["rate"]): r for r in summary["quality"]}
     rates = sorted({rate for ds, m, rate in cells if m == peer})
-    sentence_baselines = [f"{b}/sentence" for b, u in BASELINES if u == "sentence" and b != "random"]
+    sentence_baselines = [f"{b}/sentence" for b, u in BASELINES if u == "sentence"]
     lines = [
         "### Goals of issue 4 (scoring quality), as measured in this run",
         "",
