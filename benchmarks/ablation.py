@@ -239,14 +239,36 @@ def _lexical_readers(model: DraftModel, weights: tuple[float, ...], **fields: An
     }
 
 
-# name -> (the config of the pass, (lexical_weight, paragraph_weight) readings of it)
-SCORERS: dict[str, tuple[CompressionConfig, tuple[tuple[float, float], ...]]] = {
+# A reading of one pass: (lexical_weight, paragraph_weight, paragraph_score)
+Reading = tuple[float, float, str]
+
+# name -> (the config of the pass, readings of it); "best_unit" was the paragraph score before "mean"
+SCORERS: dict[str, tuple[CompressionConfig, tuple[Reading, ...]]] = {
     "question scorer, retrieval heads (default)": (
         CompressionConfig(),
-        ((0.3, 2.0), (0.3, 0.0), (0.0, 2.0), (0.0, 0.0)),
+        ((0.3, 2.0, "mean"), (0.3, 2.0, "best_unit"), (0.3, 0.0, "mean"), (0.0, 2.0, "mean"), (0.0, 0.0, "mean")),
     ),
-    "paper preset (reference)": (CompressionConfig.paper(), ((0.0, 0.0),)),
+    "paper preset (reference)": (CompressionConfig.paper(), ((0.0, 0.0, "mean"),)),
 }
+
+
+def _reading_label(reading: Reading) -> str:
+    w, g, how = reading
+    return f"lexical {w} paragraph {g}" + (" (best unit)" if g > 0 and how == "best_unit" else "")
+
+
+def _readers(
+    model: DraftModel, config: CompressionConfig, readings: tuple[Reading, ...]
+) -> dict[str, PromptCompressor]:
+    """One compressor per reading of a pass's scores (selection only, no draft pass of their own)."""
+    return {
+        _reading_label(r): PromptCompressor(
+            model,
+            target=TARGET,
+            config=replace(config, lexical_weight=r[0], paragraph_weight=r[1], paragraph_score=r[2]),  # type: ignore[arg-type]
+        )
+        for r in readings
+    }
 
 
 def run_scorer(
@@ -262,12 +284,7 @@ def run_scorer(
         model = DraftModel.from_pretrained(draft)
         heads[draft] = [list(p) for p in model.retrieval_heads or ()]
         for label, (score_cfg, readings) in SCORERS.items():
-            readers = {
-                f"lexical {w} paragraph {g}": PromptCompressor(
-                    model, target=TARGET, config=replace(score_cfg, lexical_weight=w, paragraph_weight=g)
-                )
-                for w, g in readings
-            }
+            readers = _readers(model, score_cfg, readings)
             _timed_pass(model, f"{draft} {label}", examples, score_cfg, readers, rows, seconds)
         del model
     _baseline_rows(examples, rows, methods=(("bm25", "sentence"), ("idf_overlap", "sentence"), ("minilm", "sentence")))
@@ -277,7 +294,9 @@ def run_scorer(
     return result
 
 
-SUBSET_READINGS = ((0.3, 2.0), (0.0, 2.0), (0.5, 2.0), (0.3, 1.0), (0.3, 3.0))  # (lexical, paragraph) weights
+SUBSET_READINGS: tuple[Reading, ...] = tuple(
+    (w, g, "mean") for w, g in ((0.3, 2.0), (0.0, 2.0), (0.5, 2.0), (0.3, 1.0), (0.3, 3.0))
+)
 
 
 def _selection_examples(datasets: tuple[str, ...], n: int, length: int, seed: int) -> list[Example]:
@@ -331,12 +350,7 @@ def run_subsets(
         cfg = CompressionConfig()
         subsets = _head_subsets(model, _needle_mass(model))
         chosen[draft] = {k: [list(p) for p in v] for k, v in subsets.items()}
-        readers = {
-            f"lexical {w} paragraph {g}": PromptCompressor(
-                model, target=TARGET, config=replace(cfg, lexical_weight=w, paragraph_weight=g)
-            )
-            for w, g in SUBSET_READINGS
-        }
+        readers = _readers(model, cfg, SUBSET_READINGS)
         for ex in tqdm(examples, desc=f"{draft} head subsets", unit="ctx"):
             asked = model.head_scores([ex.context], ex.question, config=cfg).mean(axis=0)  # (layers, heads, n)
             excess = asked - model.head_scores([ex.context], NULL_QUERY, config=cfg).mean(axis=0)

@@ -16,7 +16,16 @@ from .cache import ByteLRU, InMemoryMemoStore, MemoStore
 from .config import CompressionConfig, SessionConfig, _check_keep_rate, _check_max_tokens
 from .draft import DraftModel, DraftPrefix, DraftScores
 from .lexical import fuse, lexical_scores
-from .selection import Unit, coarse_to_fine, make_units, paragraph_ids, protected_spans, select
+from .selection import (
+    Unit,
+    coarse_to_fine,
+    make_units,
+    paragraph_ids,
+    paragraph_spans,
+    protected_spans,
+    select,
+    span_means,
+)
 from .session import CompressionSession
 from .targets import TokenCounter, resolve_target
 
@@ -331,9 +340,9 @@ class PromptCompressor:
             fused = fuse(draft_scores, lexical, cfg.lexical_weight)
             units = [replace(u, score=float(f)) for u, f in zip(units, fused, strict=True)]
         if cfg.paragraph_weight > 0 and units:
-            ranked = coarse_to_fine(
-                np.array([u.score for u in units]), paragraph_ids(docs, units), cfg.paragraph_weight
-            )
+            groups = paragraph_ids(docs, units)
+            coarse = _paragraph_scores(docs, scored, units, groups, cfg) if cfg.paragraph_score == "mean" else None
+            ranked = coarse_to_fine(np.array([u.score for u in units]), groups, cfg.paragraph_weight, coarse)
             units = [replace(u, score=float(f)) for u, f in zip(units, ranked, strict=True)]
         protected = [protected_spans(d, cfg.protect_patterns) for d in docs]
         chosen = select(docs, units, protected, budget=cap, count=self.target.count, delimiter=cfg.delimiter)
@@ -358,6 +367,21 @@ class PromptCompressor:
             )
             for i, n_orig in enumerate(originals)
         ]
+
+
+def _paragraph_scores(
+    docs: list[str], scored: DraftScores, units: list[Unit], groups: np.ndarray, cfg: CompressionConfig
+) -> np.ndarray:
+    """``(paragraphs,)``: each paragraph read as one unit, its tokens' mean draft score fused with its query overlap."""
+    paras = paragraph_spans(units, groups)
+    draft = np.zeros(len(paras))
+    for d, (toks, sc) in enumerate(zip(scored.tokens, scored.scores, strict=True)):
+        mine = [i for i, p in enumerate(paras) if p[0] == d]
+        draft[mine] = span_means(toks.offsets, sc, [paras[i][1:] for i in mine])
+    if cfg.lexical_weight <= 0:
+        return draft
+    lexical = lexical_scores([docs[d][s:e] for d, s, e in paras], scored.query)
+    return fuse(draft, lexical, cfg.lexical_weight)
 
 
 def _check_str(value: object, name: str) -> None:

@@ -18,6 +18,7 @@ AttentionLayers = Literal["all", "global"]
 Recompress = Literal["never", "on_budget_pressure"]
 QueryPosition = Literal["after", "both"]
 Scorer = Literal["question", "lookahead"]
+ParagraphScore = Literal["mean", "best_unit"]
 Heads = tuple[tuple[int, int], ...] | Literal["auto"]
 
 
@@ -58,7 +59,8 @@ class CompressionConfig:
     unit: Unit = "sentence"  # "sentence": sentences/lines; "chunk": chunk_size-token chunks
     max_sentence_tokens: int = 256  # sentence units: a sentence longer than this (draft tokens) is cut into chunks
     lexical_weight: float = 0.3  # weight of idf query-word overlap in a rank fusion with the draft's score
-    paragraph_weight: float = 2.0  # coarse-to-fine: a unit's rank + this x the best rank in its paragraph
+    paragraph_weight: float = 2.0  # coarse-to-fine: a unit's rank + this x its paragraph's rank
+    paragraph_score: ParagraphScore = "mean"  # a paragraph's score: "mean" (read as one unit) or "best_unit"
     delimiter: str = " [...] "  # joins kept spans that have a gap between them
     protect: tuple[str, ...] = ()  # regular expressions whose matches are never dropped
     snap_to_words: bool = True  # move chunk edges to the nearest word boundary (no cut words)
@@ -115,6 +117,8 @@ class CompressionConfig:
             raise ValueError(
                 f"paragraph_weight must be a finite number >= 0 (0 = units alone), got {self.paragraph_weight!r}"
             )
+        if self.paragraph_score not in ("mean", "best_unit"):
+            raise ValueError(f"paragraph_score must be 'mean' or 'best_unit', got {self.paragraph_score!r}")
         if not isinstance(self.delimiter, str):
             raise TypeError(f"delimiter must be a str, got {type(self.delimiter).__name__}")
         if not isinstance(self.query_separator, str):

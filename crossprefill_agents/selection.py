@@ -27,10 +27,12 @@ __all__ = [
     "make_units",
     "merge_spans",
     "paragraph_ids",
+    "paragraph_spans",
     "protected_spans",
     "render",
     "segment_means",
     "select",
+    "span_means",
     "trim_spans",
 ]
 
@@ -120,8 +122,7 @@ def make_units(
                 bounds.append(edge)
     bounds.append(len(text))
     edges = np.asarray(bounds, dtype=np.int64)  # (units+1,)
-    first = np.searchsorted(ends, edges[:-1], side="right")  # first token ending after the unit's start
-    last = np.searchsorted(starts, edges[1:], side="left")  # one past the last token starting before its end
+    first, last = _token_ranges(offsets, edges[:-1], edges[1:])
     means = segment_means(token_scores, first, last)  # (units,)
     units = []
     for i in range(len(edges) - 1):
@@ -144,23 +145,63 @@ def paragraph_ids(texts: Sequence[str], units: Sequence[Unit]) -> np.ndarray:
     return np.array([first[u.doc] + np.searchsorted(ends[u.doc], u.start, side="right") for u in units], dtype=np.int64)
 
 
-def coarse_to_fine(scores: np.ndarray, groups: np.ndarray, weight: float) -> np.ndarray:
-    """Rank paragraphs first, then units within them: ``rank(u) + weight * max(rank(v) for v in u's group)``.
+def paragraph_spans(units: Sequence[Unit], groups: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(doc, start, end)`` of each paragraph, in ascending id order: from its first unit's start to its last's end.
+
+    ``groups`` ``(units,)`` are the units' paragraph ids (:func:`paragraph_ids`).
+    """
+    spans: dict[int, list[int]] = {}
+    for u, g in zip(units, np.asarray(groups).tolist(), strict=True):
+        s = spans.setdefault(int(g), [u.doc, u.start, u.end])
+        s[1], s[2] = min(s[1], u.start), max(s[2], u.end)
+    return [(d, s, e) for _, (d, s, e) in sorted(spans.items())]
+
+
+def coarse_to_fine(
+    scores: np.ndarray, groups: np.ndarray, weight: float, group_scores: np.ndarray | None = None
+) -> np.ndarray:
+    """Rank paragraphs first, then units within them: ``rank(u) + weight * rank(u's paragraph)``.
 
     ``scores`` ``(units,)``, ``groups`` ``(units,)`` integer ids; ranks are percentiles in [0, 1].
-    Evidence clusters: a sentence next to the best sentence of its paragraph is more likely
-    needed than a lone sentence that scores a little higher elsewhere. ``weight`` 0 returns
-    ``scores`` unchanged.
+    A paragraph's rank is that of ``group_scores`` ``(groups,)`` (one score per distinct id, in
+    ascending id order) among the paragraphs; without them, the best rank of its units. Evidence
+    clusters: a sentence of the paragraph that reads best as a whole is more likely needed than a
+    lone sentence that scores a little higher elsewhere. ``weight`` 0 returns ``scores`` unchanged.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if weight <= 0.0 or len(scores) == 0:
         return scores
     ranks = percentile_ranks(scores)  # (units,)
-    groups = np.asarray(groups)
-    _, inverse = np.unique(groups, return_inverse=True)
-    best = np.full(inverse.max() + 1, -np.inf)
-    np.maximum.at(best, inverse, ranks)
-    return ranks + weight * best[inverse]
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    if group_scores is None:
+        best = np.full(inverse.max() + 1, -np.inf)
+        np.maximum.at(best, inverse, ranks)
+        return ranks + weight * best[inverse]
+    group_scores = np.asarray(group_scores, dtype=np.float64)
+    if len(group_scores) != inverse.max() + 1:
+        raise ValueError(f"group_scores has {len(group_scores)} entries for {inverse.max() + 1} groups")
+    return ranks + weight * percentile_ranks(group_scores)[inverse]
+
+
+def _token_ranges(offsets: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per character range ``[starts[i], ends[i])``: its first token and one past its last (``offsets`` ``(n, 2)``)."""
+    first = np.searchsorted(offsets[:, 1], starts, side="right")  # first token ending after the range's start
+    last = np.searchsorted(offsets[:, 0], ends, side="left")  # one past the last token starting before its end
+    return first, last
+
+
+def span_means(offsets: np.ndarray, token_scores: np.ndarray, spans: Sequence[Span]) -> np.ndarray:
+    """``(spans,)``: the mean score of the draft tokens inside each character span (0 where it holds none).
+
+    ``offsets`` ``(n, 2)`` are the tokens' character spans (non-decreasing starts), ``token_scores`` ``(n,)``.
+    """
+    if not spans:
+        return np.zeros(0)
+    bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    if len(offsets) == 0:
+        return np.zeros(len(bounds))
+    first, last = _token_ranges(np.asarray(offsets), bounds[:, 0], bounds[:, 1])
+    return segment_means(token_scores, first, last)
 
 
 def segment_means(token_scores: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:

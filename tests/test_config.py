@@ -17,6 +17,7 @@ def test_defaults_are_the_measured_scorer() -> None:
     assert (c.scorer, c.heads, c.pool_kernel, c.chunk_size, c.delimiter) == ("question", "auto", 13, 32, " [...] ")
     assert (c.unit, c.max_sentence_tokens, c.lexical_weight, c.attention_layers) == ("sentence", 256, 0.3, "all")
     assert c.paragraph_weight == 2.0
+    assert c.paragraph_score == "mean"
     assert c.min_tokens == 256 and c.on_error == "fallback"
 
 

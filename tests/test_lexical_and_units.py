@@ -11,7 +11,14 @@ from helpers import make_text
 from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
 from crossprefill_agents._text import sentence_starts
 from crossprefill_agents.lexical import content_words, fuse, lexical_scores, percentile_ranks
-from crossprefill_agents.selection import Unit, coarse_to_fine, make_units, paragraph_ids
+from crossprefill_agents.selection import (
+    Unit,
+    coarse_to_fine,
+    make_units,
+    paragraph_ids,
+    paragraph_spans,
+    span_means,
+)
 
 
 def word_offsets(text: str) -> np.ndarray:
@@ -93,6 +100,8 @@ def test_config_validates_the_new_knobs() -> None:
     for bad in (-0.5, float("inf"), float("nan"), True, "1"):
         with pytest.raises(ValueError, match="paragraph_weight"):
             CompressionConfig(paragraph_weight=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="paragraph_score must be 'mean' or 'best_unit'"):
+        CompressionConfig(paragraph_score="max")  # type: ignore[arg-type]
 
 
 def test_paragraph_ids_number_blank_line_blocks_across_documents() -> None:
@@ -114,6 +123,63 @@ def test_coarse_to_fine_lifts_the_neighbours_of_a_paragraphs_best_unit() -> None
     assert ranked[1] >= ranked[2] and scores[1] < scores[2]
     assert np.array_equal(coarse_to_fine(scores, groups, 0.0), scores)
     assert np.argsort(-coarse_to_fine(scores, np.arange(5), 1.0)).tolist() == np.argsort(-scores).tolist()
+
+
+def test_coarse_to_fine_ranks_paragraphs_by_their_own_scores() -> None:
+    """With paragraph scores, the paragraph that reads best as a whole comes first, not the one with the best unit."""
+    scores = np.array([0.9, 0.1, 0.6, 0.5])
+    groups = np.array([3, 3, 7, 7])  # ids need not be contiguous
+    ranked = coarse_to_fine(scores, groups, 1.0, np.array([0.2, 0.8]))
+    # unit ranks: 1, 0, 2/3, 1/3; paragraph ranks: 0 (id 3), 1 (id 7)
+    assert ranked.tolist() == pytest.approx([1.0, 0.0, 5 / 3, 4 / 3])
+    assert np.argsort(-ranked).tolist() == [2, 3, 0, 1]
+    assert np.array_equal(coarse_to_fine(scores, groups, 0.0, np.array([0.2, 0.8])), scores)
+    with pytest.raises(ValueError, match="group_scores has 3 entries for 2 groups"):
+        coarse_to_fine(scores, groups, 1.0, np.array([0.2, 0.8, 0.1]))
+
+
+def test_span_means_average_the_tokens_inside_each_span() -> None:
+    offsets = np.array([(0, 3), (4, 7), (8, 11)])
+    means = span_means(offsets, np.array([1.0, 2.0, 3.0]), [(0, 7), (8, 11), (20, 25), (4, 11)])
+    assert means.tolist() == pytest.approx([1.5, 3.0, 0.0, 2.5])  # a span with no token scores 0
+    assert span_means(offsets, np.array([1.0, 2.0, 3.0]), []).shape == (0,)
+    assert span_means(np.zeros((0, 2)), np.zeros(0), [(0, 4)]).tolist() == [0.0]
+
+
+def test_paragraph_spans_cover_each_paragraphs_units() -> None:
+    units = [Unit(0, 0, 5, 0.0, (5,)), Unit(0, 5, 9, 0.0, (9,)), Unit(0, 11, 20, 0.0, (20,)), Unit(1, 0, 4, 0.0, (4,))]
+    assert paragraph_spans(units, np.array([0, 0, 1, 2])) == [(0, 0, 9), (0, 11, 20), (1, 0, 4)]
+
+
+def test_paragraph_score_mean_prefers_the_paragraph_that_answers_as_a_whole(tiny_llama_draft: DraftModel) -> None:
+    """Read as one unit, the paragraph holding every query word beats the paragraph of the single best sentence."""
+    whole = "Ships sailed to zanzibar. Its harbour was busy. Fishermen sold eels there. Gulls nested on roofs."
+    lone = "The zanzibar harbour museum opened later."
+    context = (
+        make_text(600, seed=47)
+        + "\n\n"
+        + whole
+        + "\n\n"
+        + make_text(40, seed=48).strip().rstrip(".")
+        + ". "
+        + lone
+        + "\n\n"
+    )
+    context += make_text(600, seed=49)
+    q = "zanzibar harbour eels gulls"
+    budget = len(whole.split()) + 3
+
+    def run(paragraph_score: str) -> str:
+        cfg = CompressionConfig(lexical_weight=1.0, paragraph_score=paragraph_score)  # type: ignore[arg-type]
+        r = PromptCompressor(tiny_llama_draft, target=lambda t: len(t.split()), config=cfg).compress(
+            context, q, max_tokens=budget
+        )
+        assert r.compressed_tokens <= r.budget_tokens
+        return r.text
+
+    by_mean = run("mean")
+    assert whole in by_mean and lone not in by_mean
+    assert lone in run("best_unit")  # the best single sentence's paragraph comes first
 
 
 def test_paragraph_prior_keeps_the_best_paragraph_whole(tiny_llama_draft: DraftModel) -> None:
