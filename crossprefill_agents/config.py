@@ -38,6 +38,11 @@ class CompressionConfig:
     the last prompt token and ``lookahead`` greedy tokens are the queries, max over heads,
     mean over steps. ``heads="auto"`` lets the draft's retrieval heads vote in the question
     scorer (calibrated once per draft, see :mod:`crossprefill_agents.heads`), else every head.
+
+    Selection: each unit (a sentence by default) scores the mean of its tokens, rank-fused
+    with its idf query-word overlap (``lexical_weight``); coarse-to-fine then adds
+    ``paragraph_weight`` x its paragraph's rank, the paragraph read as one unit the same way
+    (``paragraph_score="mean"``) or ranked by its best unit (``"best_unit"``).
     """
 
     # --- budget (in target tokens) ---
