@@ -294,8 +294,12 @@ def run_scorer(
     return result
 
 
-SUBSET_READINGS: tuple[Reading, ...] = tuple(
-    (w, g, "mean") for w, g in ((0.3, 2.0), (0.0, 2.0), (0.5, 2.0), (0.3, 1.0), (0.3, 3.0))
+SUBSET_READINGS: tuple[Reading, ...] = (
+    (0.3, 2.0, "mean"),
+    (0.0, 2.0, "mean"),
+    (0.5, 2.0, "mean"),
+    (0.3, 1.0, "mean"),
+    (0.3, 3.0, "mean"),
 )
 
 
