@@ -305,11 +305,10 @@ SUBSET_READINGS: tuple[Reading, ...] = (
 
 def _selection_examples(datasets: tuple[str, ...], n: int, length: int, seed: int) -> list[Example]:
     """``n`` examples per dataset drawn with ``seed``, leaving out any question of the held-out draw (seed 0, 30)."""
-    source = lambda ex: ex.id.split("/")[1].split("-", 1)[1]  # noqa: E731
-    held = {source(ex) for ds in datasets for ex in load_examples(ds, n=30, context_tokens=length, seed=0)}
+    held = {ex.source_id for ds in datasets for ex in load_examples(ds, n=30, context_tokens=length, seed=0)}
     out: list[Example] = []
     for ds in datasets:
-        pool = [ex for ex in load_examples(ds, n=n + 5, context_tokens=length, seed=seed) if source(ex) not in held]
+        pool = [ex for ex in load_examples(ds, n=n + 5, context_tokens=length, seed=seed) if ex.source_id not in held]
         out += pool[:n]
     return out
 

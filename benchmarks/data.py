@@ -100,6 +100,11 @@ class Example:
     context_tokens: int  # target tokens of ``context`` (as counted by the counter it was built with)
 
     @property
+    def source_id(self) -> str:
+        """The source question's id (or the needle's index): the same across lengths, the key that tells draws apart."""
+        return self.id.split("/")[1].split("-", 1)[1]
+
+    @property
     def document_texts(self) -> list[str]:
         """The text of each document, in order (the list of contexts that document-level peers take)."""
         return [self.context[s:e] for s, e in self.documents]

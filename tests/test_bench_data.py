@@ -157,7 +157,7 @@ def test_hotpot_evidence_is_every_supporting_sentence(examples: Examples) -> Non
 
     items = {item["_id"]: item for item in _read_json("hotpotqa.json")}
     for e in examples["hotpotqa"]:
-        item = items[e.id.split("-", 1)[1].rsplit("/", 1)[0]]
+        item = items[e.source_id]
         assert e.question == item["question"] and e.answers == (item["answer"],)
         paragraphs = dict((title, sents) for title, sents in item["context"])
         facts = sorted({(t, i) for t, i in item["supporting_facts"] if i < len(paragraphs[t])})
@@ -261,10 +261,9 @@ def test_selection_draw_leaves_out_the_held_out_questions() -> None:
     """The ablation's selection draw (seed 1) never holds a question of the held-out draw (seed 0, 30 per set)."""
     from benchmarks.ablation import _selection_examples
 
-    source = lambda e: e.id.split("/")[1].split("-", 1)[1]  # noqa: E731
-    held = {source(e) for e in load_examples("squad_paraphrase", n=30, context_tokens=TOKENS, seed=0)}
+    held = {e.source_id for e in load_examples("squad_paraphrase", n=30, context_tokens=TOKENS, seed=0)}
     picked = _selection_examples(("squad_paraphrase",), 8, TOKENS, seed=1)
-    assert len(picked) == 8 and not {source(e) for e in picked} & held
+    assert len(picked) == 8 and not {e.source_id for e in picked} & held
 
 
 HELD_OUT_FIRST = {  # the first questions of the held-out draw (seed 0) that every recorded result was measured on
@@ -278,5 +277,5 @@ HELD_OUT_FIRST = {  # the first questions of the held-out draw (seed 0) that eve
 def test_the_held_out_draw_stays_the_same_questions(examples: Examples, ds: str) -> None:
     """Seed 0 draws the questions the README's held-out numbers were measured on (a change to the
     draw would silently move every comparison onto new questions)."""
-    got = [e.id.split("/")[1].split("-", 1)[1] for e in examples[ds][:3]]
+    got = [e.source_id for e in examples[ds][:3]]
     assert got == HELD_OUT_FIRST[ds]
