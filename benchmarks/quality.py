@@ -1,7 +1,7 @@
 """Quality against the full prompt and against peers, overhead and TTFT, side by side on real data.
 
     python -m benchmarks quality --quick     # about 10 minutes on 2 CPU cores
-    python -m benchmarks quality --peers     # ours vs LongLLMLingua, 15 HotpotQA + 15 paraphrased SQuAD (about 40 min)
+    python -m benchmarks quality --peers     # ours vs LongLLMLingua, 30 HotpotQA + 30 paraphrased SQuAD (about 75 min)
     python -m benchmarks quality             # the full grid (hours on 2 CPU cores)
 
 Every method compresses the same contexts to the same keep rates of **target** (cl100k_base)
@@ -118,7 +118,7 @@ FULL = Plan(
 )
 PEERS_PLAN = Plan(  # the goal's comparison on more questions: ours against LongLLMLingua at both keep rates
     datasets=("hotpotqa", "squad_paraphrase"),
-    n=15,
+    n=30,  # the whole held-out draw of the scorer ablation
     lengths=(2000,),
     rates=(0.25, 0.5),
     drafts=DRAFTS,
@@ -699,7 +699,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--peers",
         action="store_true",
-        help="HotpotQA and squad_paraphrase, 15 questions each: ours vs LongLLMLingua at keep 0.25 and 0.5",
+        help="HotpotQA and squad_paraphrase, 30 questions each: ours vs LongLLMLingua at keep 0.25 and 0.5",
     )
     ap.add_argument("--n", type=int, default=None, help="examples per dataset and length")
     ap.add_argument("--no-peers", action="store_true", help="skip LLMLingua / LongLLMLingua")
