@@ -540,6 +540,15 @@ def _projection(result: dict[str, Any], summary: dict[str, Any], ov: list[dict[s
     return rows
 
 
+def _points(ours: float, theirs: float) -> float:
+    """``ours - theirs`` in percentage points, free of float noise: 22/30 against 19/30 is +10.0, not +9.999...
+
+    The goals are thresholds on these margins (>= +10, >= 0, >= +5), so a margin that lands on one exactly
+    must compare as equal to it.
+    """
+    return round(100 * (ours - theirs), 9)
+
+
 def _goals(plan: dict[str, Any], summary: dict[str, Any]) -> str:
     at = {(r["dataset"], r["method"]): r for r in summary["quality"] if r["rate"] == 0.25}
     by = {m: r for (ds, m), r in at.items() if ds == "all"}
@@ -553,13 +562,13 @@ def _goals(plan: dict[str, Any], summary: dict[str, Any]) -> str:
         if ours is None:
             continue
         for ds in peer_datasets:  # compared where the peer ran
-            d = 100 * (at[(ds, f"ours/{draft}")]["recall"] - at[(ds, peer)]["recall"])
+            d = _points(at[(ds, f"ours/{draft}")]["recall"], at[(ds, peer)]["recall"])
             lines.append(
                 f"- {ds}: ours/{draft} recall minus LongLLMLingua's: {d:+.1f} points (goal: >= +10): "
                 f"{'met' if d >= 10 else 'missed'}."
             )
         if best_non_llm is not None:
-            d = 100 * (ours["recall"] - best_non_llm["recall"])
+            d = _points(ours["recall"], best_non_llm["recall"])
             lines.append(
                 f"- all datasets: ours/{draft} recall minus the best non-LLM baseline ({best_non_llm['method']}): "
                 f"{d:+.1f} points (goal: > 0): {'met' if d > 0 else 'missed'}."
@@ -603,7 +612,7 @@ def _scoring_goals(plan: dict[str, Any], summary: dict[str, Any]) -> str:
         for rate in rates:
             for ds in [d for d in plan["datasets"] if (d, peer, rate) in cells and (d, ours, rate) in cells]:
                 o, p = cells[(ds, ours, rate)], cells[(ds, peer, rate)]
-                dr, da = 100 * (o["recall"] - p["recall"]), 100 * (o["answer_kept"] - p["answer_kept"])
+                dr, da = _points(o["recall"], p["recall"]), _points(o["answer_kept"], p["answer_kept"])
                 base = [cells[(ds, b, rate)] for b in sentence_baselines if (ds, b, rate) in cells]
                 line = (
                     f"- {ds} @{rate}, {ours}: vs LongLLMLingua recall {dr:+.1f} ({met(dr >= 10)}), "
@@ -611,12 +620,12 @@ def _scoring_goals(plan: dict[str, Any], summary: dict[str, Any]) -> str:
                 )
                 if base:
                     best = max(base, key=lambda r: r["recall"])
-                    db = 100 * (o["recall"] - best["recall"])
+                    db = _points(o["recall"], best["recall"])
                     line += f"; recall vs the best non-LLM baseline ({best['method']}) {db:+.1f} ({met(db >= 0)})"
                     lows = [r for r in base if r["n_low"]]
                     if o["n_low"] and lows:
                         best_low = max(lows, key=lambda r: r["recall_low"])
-                        dl = 100 * (o["recall_low"] - best_low["recall_low"])
+                        dl = _points(o["recall_low"], best_low["recall_low"])
                         line += (
                             f"; low-overlap recall vs the best ({best_low['method']}, {o['n_low']} sentences) "
                             f"{dl:+.1f} ({met(dl >= CLEARLY_ABOVE)})"

@@ -54,3 +54,17 @@ def test_cost_compares_our_dearest_rate_with_the_peers_cheapest() -> None:
         ),
     )
     assert "3000 ms per 1k tokens, 38% of LongLLMLingua's 8000 at its cheapest rate (goal: <= 33%): missed" in text
+
+
+def test_a_margin_that_lands_on_the_goal_meets_it() -> None:
+    """22 of 30 answers against 19 of 30 is exactly +10 points: met, though 100 * (22/30 - 19/30) < 10 in floats."""
+    assert 100 * (22 / 30 - 19 / 30) < 10  # the float noise this guards against
+    text = _scoring_goals(
+        PLAN,
+        _summary(
+            _cell("hotpotqa", "ours/smollm2-135m", 0.25, recall=22 / 30, answer_kept=22 / 30),
+            _cell("hotpotqa", "longllmlingua/smollm2-135m", 0.25, recall=19 / 30, answer_kept=19 / 30),
+        ),
+    )
+    line = _line(text, "- hotpotqa @0.25, ours/smollm2-135m")
+    assert "recall +10.0 (met)" in line and "answer kept +10.0 (met)" in line
