@@ -509,12 +509,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scorer", action="store_true", help="question scorer vs the previous default, held-out, timed")
     ap.add_argument("--subsets", action="store_true", help="head subsets x reading weights on a selection draw")
     ap.add_argument("--seed", type=int, default=None, help="question draw (--scorer: 0, held out; --subsets: 1)")
+    ap.add_argument(
+        "--name",
+        default=None,
+        help="suffix of the results files (ablation-scorer-NAME.md), so a run on other data "
+        "sits beside the main one instead of replacing it",
+    )
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     modes = {"levers": run_levers, "prior": run_prior, "heads": run_heads, "scorer": run_scorer, "subsets": run_subsets}
     mode = next((m for m in modes if getattr(args, m)), None)
     stem = f"ablation-{mode}" if mode else "ablation"
+    if args.name:
+        stem += f"-{args.name}"
     path = RESULTS / f"{stem}.json"
     if args.report_only:
         result = json.loads(path.read_text())
