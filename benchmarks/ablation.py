@@ -486,7 +486,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         for r in RATES:
             for ds in datasets:
                 a, rec, low, n_low = _stats([it for it in by_rate[str(r)] if it["dataset"] == ds])
-                cells.append(f"{rec:.1f} / {a:.1f} / {low:.1f} ({n_low})")
+                cells.append(f"{rec:.1f} / {a:.1f} / " + (f"{low:.1f} ({n_low})" if n_low else "- (0)"))
         label = name.replace(" | ", ", ")  # a "|" inside a cell would split the markdown row
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [

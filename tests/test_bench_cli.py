@@ -42,3 +42,21 @@ def test_without_a_name_the_mode_names_the_files(tmp_path: Path, fake_scorer: li
     ablation.main(["--scorer", "--report-only"])  # rebuilt from the JSON, no run
     assert len(fake_scorer) == 1
     assert (tmp_path / "ablation-scorer.md").read_text() == "report on hotpotqa\n"
+
+
+def test_a_dataset_without_low_overlap_evidence_reads_as_a_dash() -> None:
+    """A needle shares words with its question: the low-overlap cell says '- (0)', not 'nan (0)'."""
+    row = {"dataset": "niah_kv", "answer": True, "evidence": [(True, 3)], "hops": [0]}
+    low = {"dataset": "hotpotqa", "answer": False, "evidence": [(True, 0), (False, 1)], "hops": [0, 1]}
+    result = {
+        "datasets": ["niah_kv", "hotpotqa"],
+        "n": 1,
+        "length": 2000,
+        "seed": 0,
+        "rows": {"ours": {str(r): [row, low] for r in ablation.RATES}},
+        "ms_per_1k": {"ours": 1000.0},
+    }
+    (line,) = [x for x in ablation.to_markdown(result).splitlines() if x.startswith("| ours |")]
+    assert line.count("| 100.0 / 100.0 / - (0) |") == len(ablation.RATES)
+    assert line.count("50.0 / 0.0 / 50.0 (2)") == len(ablation.RATES)
+    assert "nan" not in line
