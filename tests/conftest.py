@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random-init drafts built from configs, and a small offline tokenizer."""
+"""Shared fixtures: the tiny random-init drafts of crossprefill_agents.testing, and a throwaway redis-server."""
 
 from __future__ import annotations
 
@@ -11,85 +11,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
-from helpers import make_text
 
-from crossprefill_agents import DraftModel
-
-
-def _train_tokenizer():  # type: ignore[no-untyped-def]
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<bos>", "<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    corpus = [make_text(200, seed=s) for s in range(20)] + ["漢字 かな 😀 é ñ ü \t\n 12345 {}[]():;,.!?"]
-    tok.train_from_iterator(corpus, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(  # a BOS in front, as most drafts have
-        single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))]
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>")
+from crossprefill_agents import DraftModel, testing
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():  # type: ignore[no-untyped-def]
-    return _train_tokenizer()
-
-
-def _tiny_llama(vocab: int):  # type: ignore[no-untyped-def]
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,  # grouped-query attention
-        max_position_embeddings=2048,
-        bos_token_id=0,
-        eos_token_id=1,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def _tiny_gemma3(vocab: int):  # type: ignore[no-untyped-def]
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    cfg = Gemma3TextConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        sliding_window=16,  # far shorter than the test contexts: sliding layers see only the tail
-        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-        max_position_embeddings=2048,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    return Gemma3ForCausalLM(cfg).eval()
+    return testing.tiny_tokenizer()
 
 
 @pytest.fixture(scope="session")
-def tiny_llama_draft(tiny_tokenizer) -> DraftModel:  # type: ignore[no-untyped-def]
-    return DraftModel(_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, name="tiny-llama")
+def tiny_llama_draft() -> DraftModel:
+    return testing.tiny_draft("llama")
 
 
 @pytest.fixture(scope="session")
-def tiny_gemma_draft(tiny_tokenizer) -> DraftModel:  # type: ignore[no-untyped-def]
-    return DraftModel(_tiny_gemma3(len(tiny_tokenizer)), tiny_tokenizer, name="tiny-gemma3")
+def tiny_gemma_draft() -> DraftModel:
+    return testing.tiny_draft("gemma3")
 
 
 @pytest.fixture(params=["llama", "gemma3"])
