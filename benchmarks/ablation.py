@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
+from crossprefill_agents import CompressionConfig, PromptCompressor
+from crossprefill_agents.draft import DraftModel, load_draft
 
 from .baselines import compress_baseline
 from .data import Example, load_examples
@@ -77,12 +78,12 @@ def run(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...])
         base = PromptCompressor.from_pretrained(draft, target=TARGET)
         layer_settings = ["all"] + (["global"] if base.draft.global_layers is not None else [])
         for layers in layer_settings:
-            score_cfg = CompressionConfig(attention_layers=layers)  # type: ignore[arg-type]
+            score_cfg = CompressionConfig().with_experimental(attention_layers=layers)
             variants = {
                 f"{draft} layers={layers} unit={unit} lexical={w}": PromptCompressor(
                     base.draft,
                     target=base.target,
-                    config=CompressionConfig(attention_layers=layers, unit=unit, lexical_weight=w),  # type: ignore[arg-type]
+                    config=CompressionConfig(lexical_weight=w).with_experimental(attention_layers=layers, unit=unit),
                 )
                 for unit in ("chunk", "sentence")
                 for w in WEIGHTS
@@ -122,8 +123,8 @@ def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str
     rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     seconds: dict[str, float] = defaultdict(float)
     for draft in drafts:
-        plain = DraftModel.from_pretrained(draft)
-        int8 = DraftModel.from_pretrained(draft, quantize="int8")
+        plain = load_draft(draft)
+        int8 = load_draft(draft, quantize="int8")
         for lever, (quantized, fields) in LEVERS.items():
             model = int8 if quantized else plain
             score_cfg = CompressionConfig(**fields)
@@ -164,7 +165,7 @@ def run_prior(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
     rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     priors: dict[str, list[float]] = {}
     for draft in drafts:
-        model = DraftModel.from_pretrained(draft)
+        model = load_draft(draft)
         cfg = CompressionConfig()
         profiles = []
         for i, q in enumerate(tqdm(calib_questions, desc=f"{draft} calibration", unit="ctx")):
@@ -192,12 +193,12 @@ def run_heads(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
     """Retrieval heads: rank heads on planted facts in essay text, then let only the top k vote.
 
     One pass per context records every head's pooled attention; each head subset's vote is
-    computed from it (exactly what ``CompressionConfig(heads=...)`` would score).
+    computed from it (exactly what ``CompressionConfig().with_experimental(heads=...)`` would score).
     """
     from tqdm import tqdm
 
-    from crossprefill_agents.draft import DraftScores
-    from crossprefill_agents.heads import find_retrieval_heads
+    from crossprefill_agents import DraftScores
+    from crossprefill_agents.draft.heads import find_retrieval_heads
 
     from .speed import essays_text
 
@@ -207,7 +208,7 @@ def run_heads(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
     rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     chosen: dict[str, list[list[int]]] = {}
     for draft in drafts:
-        model = DraftModel.from_pretrained(draft)
+        model = load_draft(draft)
         cfg = CompressionConfig()
         ranked = find_retrieval_heads(model, calib, top=max(HEAD_COUNTS))
         chosen[draft] = [list(p) for p in ranked]
@@ -265,7 +266,7 @@ def _readers(
         _reading_label(r): PromptCompressor(
             model,
             target=TARGET,
-            config=replace(config, lexical_weight=r[0], paragraph_weight=r[1], paragraph_score=r[2]),  # type: ignore[arg-type]
+            config=replace(config, lexical_weight=r[0], paragraph_weight=r[1]).with_experimental(paragraph_score=r[2]),
         )
         for r in readings
     }
@@ -281,7 +282,7 @@ def run_scorer(
     seconds: dict[str, float] = defaultdict(float)
     heads: dict[str, list[list[int]]] = {}
     for draft in drafts:
-        model = DraftModel.from_pretrained(draft)
+        model = load_draft(draft)
         heads[draft] = [list(p) for p in model.retrieval_heads or ()]
         for label, (score_cfg, readings) in SCORERS.items():
             readers = _readers(model, score_cfg, readings)
@@ -314,7 +315,7 @@ def _selection_examples(datasets: tuple[str, ...], n: int, length: int, seed: in
 
 
 def _head_subsets(model: DraftModel, mass: np.ndarray) -> dict[str, tuple[tuple[int, int], ...]]:
-    from crossprefill_agents.heads import rank_heads
+    from crossprefill_agents.draft.heads import rank_heads
 
     layers, heads = mass.shape
     default = tuple(model.retrieval_heads or rank_heads(mass))
@@ -339,17 +340,18 @@ def run_subsets(
 
     Per question, ``head_scores`` records every head's attention for the question and for
     the null query once; a subset's vote is the max over its heads of the difference (what
-    ``CompressionConfig(heads=subset)`` scores), read at each ``SUBSET_READINGS`` weight pair.
+    ``CompressionConfig().with_experimental(heads=subset)`` scores), read at each ``SUBSET_READINGS`` weight pair.
     """
     from tqdm import tqdm
 
-    from crossprefill_agents.draft import NULL_QUERY, DraftScores
+    from crossprefill_agents import DraftScores
+    from crossprefill_agents.draft.queries import NULL_QUERY
 
     examples = _selection_examples(datasets, n, length, seed)
     rows: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     chosen: dict[str, dict[str, list[list[int]]]] = {}
     for draft in drafts:
-        model = DraftModel.from_pretrained(draft)
+        model = load_draft(draft)
         cfg = CompressionConfig()
         subsets = _head_subsets(model, _needle_mass(model))
         chosen[draft] = {k: [list(p) for p in v] for k, v in subsets.items()}
@@ -371,9 +373,9 @@ def run_subsets(
 
 
 def _needle_mass(model: DraftModel) -> np.ndarray:
-    from crossprefill_agents.heads import needle_masses
+    from crossprefill_agents.draft.heads import needle_masses
 
-    return needle_masses(model, config=CompressionConfig(scorer="question", heads=()))
+    return needle_masses(model, config=CompressionConfig().with_experimental(scorer="question", heads=()))
 
 
 def _timed_pass(

@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from crossprefill_agents import CompressionConfig, DraftModel, InMemoryMemoStore, PromptCompressor, SessionTurn
+from crossprefill_agents import CompressionConfig, InMemoryMemoStore, PromptCompressor, SessionTurn
+from crossprefill_agents.draft import load_draft
 
 from .metrics import kept_word_fraction
 from .traces import Trace, bfcl_traces, hotpotqa_search_traces
@@ -129,7 +130,7 @@ def replay(pc: PromptCompressor, trace: Trace) -> dict[str, Any]:
         "turns": rows,
         "one_pass": {
             "draft_tokens": one.prefilled_tokens,
-            "draft_s": one.prefill_s + one.lookahead_s,
+            "draft_s": one.prefill_s + one.query_s,
             "windows": one.windows,
         },
     }
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="agent", help="results file stem under benchmarks/results/")
     args = ap.parse_args(argv)
     config = CompressionConfig(keep_rate=args.keep_rate)
-    pc = PromptCompressor(DraftModel.from_pretrained(args.draft), target=args.target, config=config)
+    pc = PromptCompressor(load_draft(args.draft), target=args.target, config=config)
     traces = hotpotqa_search_traces(args.hotpot, turns=args.turns) + bfcl_fitting(args.bfcl)
     replayed = []
     for tr in traces:

@@ -30,14 +30,15 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from benchmarks.text import STOPWORDS, Span, sentence_spans, stem, word_spans, words
-from crossprefill_agents.selection import Unit, make_units, select
+from crossprefill_agents.selection import select
 from crossprefill_agents.targets import TokenCounter, ensure_tiktoken_files, resolve_target
+from crossprefill_agents.units import Unit, make_units
 
 __all__ = [
     "DELIMITER",
@@ -280,8 +281,7 @@ def compress_baseline(
         return BaselineResult(method, unit, context, kept, original, original, budget, time.perf_counter() - t0)
     units = make_baseline_units(context, unit)
     scores = score_units(method, [context[u.start : u.end] for u in units], query, seed=seed)
-    scored = [replace(u, score=float(sc)) for u, sc in zip(units, scores, strict=True)]
-    chosen = select([context], scored, [[]], budget=budget, count=target.count, delimiter=delimiter)
+    chosen = select([context], units, scores, [[]], budget=budget, count=target.count, delimiter=delimiter)
     return BaselineResult(
         method=method,
         unit=unit,

@@ -44,7 +44,7 @@ from crossprefill_agents import CompressionConfig, PromptCompressor
 from .baselines import compress_baseline, load_minilm
 from .data import Example, load_examples
 from .metrics import answer_kept, evidence_recall, exact_match, f1
-from .speed import plain_prefill_s, prompt_ids
+from .speed import plain_prefill_s
 from .target_qa import TARGET_FOR_DRAFT, LocalTarget
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def run(plan: Plan) -> dict[str, Any]:
                         "length": _nominal(ex),
                         "scoring_s": score_s,
                         "plain_prefill_s": plain_prefill_s(
-                            ours.draft, prompt_ids(ours.draft, ex.context, ex.question, ours.config)
+                            ours.draft, ours.draft.prompt_ids([ex.context], ex.question, config=ours.config)
                         ),
                     }
                 )

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from crossprefill_agents import CompressionConfig, DraftModel
+from crossprefill_agents import CompressionConfig
+from crossprefill_agents.draft import DraftModel, load_draft
 
 from .data import data_dir
 
@@ -43,15 +44,6 @@ def _ids_of_length(draft: DraftModel, text: str, n: int) -> str:
     return text[:end]
 
 
-def prompt_ids(draft: DraftModel, context: str, query: str, config: CompressionConfig) -> list[int]:
-    """The draft prompt that scoring reads for one context: special prefix, context, separator + query."""
-    return [
-        *draft.prefix_ids,
-        *draft.tokenize(context).ids.tolist(),
-        *draft.tokenize(config.query_separator + query).ids.tolist(),
-    ]
-
-
 def plain_prefill_s(draft: DraftModel, ids: list[int]) -> float:
     """The draft's cheapest read of a prompt: one forward with its own attention, last-token logits only."""
     x = torch.tensor([ids])
@@ -62,7 +54,7 @@ def plain_prefill_s(draft: DraftModel, ids: list[int]) -> float:
 
 
 def bench_overhead(draft_name: str, lengths: list[int], repeats: int) -> list[dict[str, Any]]:
-    draft = DraftModel.from_pretrained(draft_name)
+    draft = load_draft(draft_name)
     text = essays_text()
     query = "What did the author learn from his first startup?"
     config = CompressionConfig()
@@ -70,7 +62,7 @@ def bench_overhead(draft_name: str, lengths: list[int], repeats: int) -> list[di
     draft.score([text[:2000]], query, config=config)  # warm-up
     for n in lengths:
         context = _ids_of_length(draft, text, n)
-        ids = prompt_ids(draft, context, query, config)
+        ids = draft.prompt_ids([context], query, config=config)
         plain, scoring, prefill, look = [], [], [], []
         for _ in range(repeats):  # interleaved, so drift on a shared machine hits both sides alike
             plain.append(plain_prefill_s(draft, ids))
@@ -78,7 +70,7 @@ def bench_overhead(draft_name: str, lengths: list[int], repeats: int) -> list[di
             s = draft.score([context], query, config=config)
             scoring.append(time.perf_counter() - t)
             prefill.append(s.prefill_s)
-            look.append(s.lookahead_s)
+            look.append(s.query_s)
         row = {
             "draft": draft_name,
             "context_tokens": n,
@@ -86,7 +78,7 @@ def bench_overhead(draft_name: str, lengths: list[int], repeats: int) -> list[di
             "plain_prefill_s": min(plain),
             "scoring_s": min(scoring),
             "scoring_prefill_s": min(prefill),
-            "scoring_lookahead_s": min(look),
+            "scoring_query_s": min(look),
             "ratio": min(scoring) / min(plain),
             "ms_per_1k_tokens": 1000 * min(scoring) / (len(ids) / 1000),
         }
@@ -144,7 +136,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     for r in result["overhead"]:
         lines.append(
             f"| {r['draft']} | {r['context_tokens']:,} | {r['plain_prefill_s']:.2f} | "
-            f"{r['scoring_s']:.2f} ({r['scoring_prefill_s']:.2f} + {r['scoring_lookahead_s']:.2f}) | "
+            f"{r['scoring_s']:.2f} ({r['scoring_prefill_s']:.2f} + {r['scoring_query_s']:.2f}) | "
             f"{r['ratio']:.2f}x | {r['ms_per_1k_tokens']:.0f} |"
         )
     m = result["memory"]

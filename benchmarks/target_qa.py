@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from crossprefill_agents import DraftModel
+from crossprefill_agents.draft import load_draft
 
 __all__ = ["TARGET_FOR_DRAFT", "Answer", "LocalTarget"]
 
@@ -36,7 +36,7 @@ class LocalTarget:
     """Greedy short-answer generation with one of the embedded models used as a target."""
 
     def __init__(self, name: str, *, max_new_tokens: int = 16) -> None:
-        loaded = DraftModel.from_pretrained(name)  # the same loader; used here as a plain causal LM
+        loaded = load_draft(name)  # the same loader; used here as a plain causal LM
         self.name = name
         self.model: Any = loaded.model
         self.tokenizer: Any = loaded.tokenizer

@@ -3,17 +3,31 @@
 A small draft model reads a long context with the question, its attention says which
 parts matter, and the context is cut down to a budget counted in the *target* model's
 tokens, whatever family the target belongs to.
+
+    from crossprefill_agents import PromptCompressor
+
+    pc = PromptCompressor.from_pretrained("smollm2-135m", target="gpt-4o")
+    result = pc.compress(long_tool_output, query="Which flights leave before 9am?", keep_rate=0.25)
+
+The layers below the facade (``draft``, ``units``, ``ranking``, ``selection``, ``stores``,
+``targets``) are importable for recipes and research; this module's names are the stable API.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .cache import ByteLRU, InMemoryMemoStore, MemoStore, RedisMemoStore, SQLiteMemoStore
-from .compressor import CompressionResult, PromptCompressor, Timings
+from .compressor import PromptCompressor
 from .config import CompressionConfig, SessionConfig
-from .draft import DraftError, DraftModel, DraftPrefix, DraftTimeoutError
-from .embedded import EMBEDDED_MODELS, ModelNotAvailableError
-from .session import CompressionSession, SessionTurn, TurnStats
-from .targets import TokenCounter, resolve_target
+from .results import (
+    CompressionResult,
+    DraftError,
+    DraftScores,
+    ModelNotAvailableError,
+    SessionTurn,
+    Timings,
+    TurnStats,
+)
+from .session import CompressionSession
+from .stores import InMemoryMemoStore, MemoStore, RedisMemoStore, SQLiteMemoStore
 
 try:
     __version__ = version("crossprefill-agents")
@@ -21,15 +35,11 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0"
 
 __all__ = [
-    "EMBEDDED_MODELS",
-    "ByteLRU",
     "CompressionConfig",
     "CompressionResult",
     "CompressionSession",
     "DraftError",
-    "DraftModel",
-    "DraftPrefix",
-    "DraftTimeoutError",
+    "DraftScores",
     "InMemoryMemoStore",
     "MemoStore",
     "ModelNotAvailableError",
@@ -39,8 +49,6 @@ __all__ = [
     "SessionConfig",
     "SessionTurn",
     "Timings",
-    "TokenCounter",
     "TurnStats",
     "__version__",
-    "resolve_target",
 ]

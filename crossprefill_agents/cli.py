@@ -12,7 +12,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .embedded import EMBEDDED_MODELS
+    from .draft import EMBEDDED_MODELS
 
     p = argparse.ArgumentParser(prog="crossprefill", description="Compress long prompts with a small draft model.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress on stderr")
@@ -42,26 +42,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if args.command == "download":
-        from .draft import DraftModel
-        from .embedded import EMBEDDED_MODELS, download
-        from .heads import heads_path
+        from .draft import EMBEDDED_MODELS, download, load_draft
+        from .draft.heads import heads_path
 
         for name in sorted(EMBEDDED_MODELS) if args.name == "all" else [args.name]:
             path = download(name)
-            DraftModel.from_pretrained(name)  # calibrates the retrieval heads if they are not stored yet
+            load_draft(name)  # calibrates the retrieval heads if they are not stored yet
             print(f"{name}: {path} (retrieval heads: {heads_path(name)})", file=sys.stderr)
         return 0
 
     from .compressor import PromptCompressor
-    from .config import CompressionConfig
-    from .embedded import ModelNotAvailableError
+    from .config import CompressionConfig, check_keep_rate, check_max_tokens
+    from .results import ModelNotAvailableError
 
-    if args.file == "-":
-        context = sys.stdin.read()
-    else:
-        with open(args.file, encoding="utf-8", errors="surrogateescape") as f:
-            context = f.read()
-    try:
+    try:  # everything that can be refused is checked before a model loads or stdin is read
+        if args.keep_rate is not None:
+            check_keep_rate(args.keep_rate)
+        check_max_tokens(args.max_tokens)
         config = CompressionConfig(protect=tuple(args.protect))
         pc = PromptCompressor.from_pretrained(
             args.draft,
@@ -70,9 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             local_files_only=args.local_files_only,
             quantize=args.quantize,
         )
+        context = _read(args.file)
         r = pc.compress(context, args.query, keep_rate=args.keep_rate, max_tokens=args.max_tokens)
-    except (ModelNotAvailableError, ValueError, TypeError) as e:
-        print(f"crossprefill: error: {e}", file=sys.stderr)
+    except (ModelNotAvailableError, ValueError, TypeError, OSError) as e:
+        print(f"crossprefill: error: {_one_line(e)}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(r.to_dict(), ensure_ascii=False))
@@ -85,6 +83,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _read(path: str) -> str:
+    """The text to compress: stdin for ``-``, else the file (bytes that are not UTF-8 kept as surrogates)."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except IsADirectoryError:
+        raise OSError(f"{path} is a directory, not a text file") from None
+    except FileNotFoundError:
+        raise OSError(f"no such file: {path}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

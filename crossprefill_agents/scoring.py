@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 __all__ = [
     "NoVotingHeadsError",
-    "aggregate_step",
     "context_slice",
     "head_rows",
     "head_vote",
@@ -84,15 +83,6 @@ def head_rows(per_layer: Sequence[torch.Tensor], *, kernel: int) -> torch.Tensor
     """Per-layer ``(heads, n_ctx)`` rows -> ``(layers*heads, n_ctx)``, each renormalised and pooled."""
     stacked = torch.cat([renormalize_over_context(w) for w in per_layer], dim=0)  # (layers*heads, n_ctx)
     return pool_along_keys(stacked, kernel)
-
-
-def aggregate_step(per_layer: Sequence[torch.Tensor], *, kernel: int) -> torch.Tensor:
-    """One query step: per-layer ``(heads, n_ctx)`` rows -> ``(n_ctx,)`` importance.
-
-    Each row is renormalised over the context, pooled along keys, and the step's score
-    of a token is its maximum over all layers and heads.
-    """
-    return head_rows(per_layer, kernel=kernel).amax(dim=0)  # (n_ctx,)
 
 
 def pick_heads(per_layer: Sequence[torch.Tensor], heads: Sequence[tuple[int, int]]) -> list[torch.Tensor]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ._text import sanitize
+from .text import sanitize
 
 __all__ = ["TokenCounter", "ensure_tiktoken_files", "resolve_target"]
 

@@ -59,7 +59,7 @@ def main() -> None:
     )
     print(f"kept spans: {len(r.kept_spans)}; draft tokens read: {r.draft_tokens:,}")
     print(
-        f"time: draft prefill {t.draft_prefill_s:.1f} s, query passes {t.lookahead_s:.2f} s, "
+        f"time: draft prefill {t.draft_prefill_s:.1f} s, query passes {t.query_s:.2f} s, "
         f"selection {t.selection_s:.2f} s, total {t.total_s:.1f} s"
     )
     kept = ANSWER.lower() in r.text.lower()

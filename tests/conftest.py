@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from crossprefill_agents import DraftModel, testing
+from crossprefill_agents import testing
+from crossprefill_agents.draft import DraftModel
 
 
 @pytest.fixture(scope="session")

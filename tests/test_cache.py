@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from crossprefill_agents.cache import ByteLRU, InMemoryMemoStore, MemoStore, RedisMemoStore, SQLiteMemoStore
+from crossprefill_agents.stores import ByteLRU, InMemoryMemoStore, MemoStore, RedisMemoStore, SQLiteMemoStore
 
 PAYLOAD: dict[str, Any] = {
     "text": "Käse 漢字 😀 [...] tail",
@@ -122,8 +122,10 @@ def test_lru_rejects_bad_bounds_and_sizes() -> None:
 
 
 def test_lru_thread_safety_smoke() -> None:
-    """Many threads putting, getting and popping keep the byte bound and the byte count exact."""
+    """Many threads putting, getting and popping keep the byte bound, the byte count and the hit/miss counters
+    exact: every get is counted once, as a hit or a miss."""
     lru: ByteLRU[int, bytes] = ByteLRU(500, sizeof=len)
+    gets = [0] * 8
 
     def work(seed: int) -> None:
         rng = random.Random(seed)
@@ -134,6 +136,7 @@ def test_lru_thread_safety_smoke() -> None:
                 lru.put(key, bytes(rng.randrange(1, 60)))
             elif op < 0.9:
                 lru.get(key)
+                gets[seed] += 1
             else:
                 lru.pop(key)
             assert lru.nbytes <= 500
@@ -142,7 +145,7 @@ def test_lru_thread_safety_smoke() -> None:
     held = [v for k in range(64) if (v := lru.pop(k)) is not None]
     assert lru.nbytes == 0 and len(lru) == 0
     assert sum(map(len, held)) <= 500
-    assert lru.hits + lru.misses > 0
+    assert lru.hits + lru.misses == sum(gets) and lru.hits > 0 and lru.misses > 0
 
 
 # --- memo stores: shared behaviour ---
@@ -257,7 +260,7 @@ def test_sqlite_is_shared_with_another_process(tmp_path: Path) -> None:
         store.put("mine", {"from": "parent"})
         code = (
             "import sys\n"
-            "from crossprefill_agents.cache import SQLiteMemoStore\n"
+            "from crossprefill_agents.stores import SQLiteMemoStore\n"
             "with SQLiteMemoStore(sys.argv[1]) as s:\n"
             "    assert s.get('mine') == {'from': 'parent'}\n"
             "    s.put('theirs', {'from': 'child', 'n': [1, 2]})\n"

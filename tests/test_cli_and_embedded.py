@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import make_text
 
 from crossprefill_agents import ModelNotAvailableError
 from crossprefill_agents.cli import main
-from crossprefill_agents.embedded import EMBEDDED_MODELS, embedded_model_dir, models_home
+from crossprefill_agents.draft import load_draft
+from crossprefill_agents.draft.embedded import EMBEDDED_MODELS, embedded_model_dir, models_home
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +59,20 @@ def test_cli_int8_draft(tiny_dir, tmp_path, capsys) -> None:  # type: ignore[no-
     assert d["fallback_reason"] is None and 0 < d["compressed_tokens"] <= 150
 
 
-def test_cli_reads_stdin(tiny_dir) -> None:  # type: ignore[no-untyped-def]
+def test_cli_reads_stdin(tiny_dir, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """`-` (the default) reads the context from stdin."""
     context = make_text(1200, seed=13)
-    out = subprocess.run(
-        [sys.executable, "-m", "crossprefill_agents.cli", "compress", "-q", "x", "--draft", str(tiny_dir)],
-        input=context,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert 0 < len(out.stdout) < len(context) and "kept" in out.stderr
+    monkeypatch.setattr(sys, "stdin", io.StringIO(context))
+    assert main(["compress", "-q", "x", "--draft", str(tiny_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert 0 < len(out) < len(context) and "kept" in err
+
+
+def test_console_script_is_installed() -> None:
+    """The `crossprefill` entry point is installed next to the interpreter and runs the CLI."""
+    script = Path(sys.executable).with_name("crossprefill")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert "compress" in out.stdout and "download" in out.stdout
 
 
 def test_cli_bad_budget_is_an_error_exit(tiny_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -94,3 +100,13 @@ def test_download_rejects_unknown_names(capsys) -> None:  # type: ignore[no-unty
     with pytest.raises(SystemExit):
         main(["download", "gpt-5"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_typo_of_an_embedded_alias_fails_at_once_naming_the_aliases(capsys) -> None:  # type: ignore[no-untyped-def]
+    """A near miss of an alias raises before any hub lookup, naming the alias meant and the download command;
+    the CLI turns it into one line on stderr and exit status 2."""
+    with pytest.raises(ModelNotAvailableError, match=r"did you mean 'smollm2-135m'.*crossprefill download"):
+        load_draft("smollm2-135")
+    assert main(["compress", "-", "--draft", "gemma3-27m"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gemma3-270m" in err[0]

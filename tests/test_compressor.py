@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import make_text
 
-from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
-from crossprefill_agents.draft import DraftError
+from crossprefill_agents import CompressionConfig, DraftError, PromptCompressor, SessionConfig
+from crossprefill_agents.draft import DraftModel
 
 
 def words(t: str) -> int:
@@ -39,7 +39,7 @@ def test_compress_keeps_the_budget_in_target_tokens(tiny_draft: DraftModel) -> N
     assert r.compressed_tokens >= 0.97 * r.budget_tokens
     assert r.keep_rate == pytest.approx(r.compressed_tokens / r.original_tokens)
     assert r.draft_tokens > 0 and r.fallback_reason is None
-    assert r.timings.draft_prefill_s > 0 and r.timings.lookahead_s > 0 and r.timings.total_s > 0
+    assert r.timings.draft_prefill_s > 0 and r.timings.query_s > 0 and r.timings.total_s > 0
 
 
 def test_max_tokens_is_never_exceeded(tiny_llama_draft: DraftModel) -> None:
@@ -171,7 +171,7 @@ def test_single_window_scores_do_not_depend_on_the_window_limit(tiny_llama_draft
 def test_lookahead_stops_at_the_models_own_eos(tiny_llama_draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """If every greedy token is an EOS id, only the last prompt token is a query (no look-ahead)."""
     context = make_text(400, seed=8)
-    cfg = CompressionConfig(scorer="lookahead", lookahead=8)
+    cfg = CompressionConfig().with_experimental(scorer="lookahead", lookahead=8)
     full = tiny_llama_draft.score([context], "q", config=cfg)
     monkeypatch.setattr(tiny_llama_draft, "eos_ids", frozenset(range(len(tiny_llama_draft.tokenizer))))
     stopped = tiny_llama_draft.score([context], "q", config=cfg)
@@ -240,3 +240,30 @@ def test_compress_scored_reuses_one_scoring_pass(tiny_llama_draft: DraftModel) -
         assert (a.text, a.kept_spans, a.compressed_tokens) == (b.text, b.kept_spans, b.compressed_tokens)
     with pytest.raises(ValueError, match="documents"):
         pc.compress_scored([context, context], scored)
+
+
+def test_with_config_shares_the_draft_and_stores(tiny_llama_draft: DraftModel) -> None:
+    """with_config gives a compressor with another budget on the same draft, target, memo and draft cache; the
+    original keeps its config, and each compresses to its own budget."""
+    pc = PromptCompressor(tiny_llama_draft, target=words)
+    other = pc.with_config(CompressionConfig(keep_rate=0.5))
+    assert other.draft is pc.draft and other.target is pc.target
+    assert other.memo is pc.memo and other.draft_cache is pc.draft_cache
+    assert pc.config.keep_rate == 0.25 and other.config.keep_rate == 0.5
+    context = make_text(900, seed=31)
+    assert other.compress(context, "q").compressed_tokens > pc.compress(context, "q").compressed_tokens
+    with pytest.raises(TypeError, match="CompressionConfig"):
+        pc.with_config({"keep_rate": 0.5})  # type: ignore[arg-type]
+
+
+def test_session_takes_typed_options_or_a_config(tiny_llama_draft: DraftModel) -> None:
+    """pc.session() builds its SessionConfig from typed keywords (None keeps a default), or takes one whole;
+    both at once is a TypeError."""
+    pc = PromptCompressor(tiny_llama_draft, target=words)
+    s = pc.session(compress_roles=["tool"], max_tokens=500, session_id="t1")
+    assert s.config == SessionConfig(compress_roles=("tool",), max_tokens=500) and s.session_id == "t1"
+    assert pc.session().config == SessionConfig()
+    with pytest.raises(TypeError, match="not both"):
+        pc.session(SessionConfig(), max_tokens=10)
+    with pytest.raises(ValueError, match="on_budget_pressure"):
+        pc.session(recompress="always")  # type: ignore[arg-type]

@@ -9,25 +9,28 @@ import pytest
 import torch
 from helpers import make_text
 
-from crossprefill_agents import CompressionConfig, DraftModel, DraftPrefix, PromptCompressor
-from crossprefill_agents.draft import quantize_int8
+from crossprefill_agents import CompressionConfig, PromptCompressor
+from crossprefill_agents.draft import DraftModel, DraftPrefix, load_draft
+from crossprefill_agents.draft.weights import quantize_int8
 
 
 def test_query_before_and_after_changes_the_prompt_not_the_shape(tiny_draft: DraftModel) -> None:
     """query_position='both' reads the query twice: same token count per document, other scores, more tokens run."""
     docs = [make_text(120, seed=1), make_text(80, seed=2)]
     after = tiny_draft.score(docs, "which river?", config=CompressionConfig())
-    both = tiny_draft.score(docs, "which river?", config=CompressionConfig(query_position="both"))
+    both = tiny_draft.score(docs, "which river?", config=CompressionConfig().with_experimental(query_position="both"))
     assert [len(s) for s in both.scores] == [len(s) for s in after.scores]
     assert both.prefilled_tokens > after.prefilled_tokens
     assert not np.allclose(np.concatenate(both.scores), np.concatenate(after.scores))
-    none = tiny_draft.score(docs, "", config=CompressionConfig(query_position="both"))  # no query: nothing to repeat
+    none = tiny_draft.score(
+        docs, "", config=CompressionConfig().with_experimental(query_position="both")
+    )  # no query: nothing to repeat
     assert none.prefilled_tokens == tiny_draft.score(docs, "", config=CompressionConfig()).prefilled_tokens
 
 
 def test_query_before_and_after_incremental_equals_fresh(tiny_draft: DraftModel) -> None:
     """With the query in front, a kept cache is reused while the query stays, and scores still match a fresh pass."""
-    cfg = CompressionConfig(query_position="both")
+    cfg = CompressionConfig().with_experimental(query_position="both")
     docs = [make_text(60, seed=i) for i in range(3)]
     state = DraftPrefix(tiny_draft.name)
     tiny_draft.score_incremental(docs[:2], "q one", config=cfg, state=state)
@@ -43,10 +46,10 @@ def test_context_room_accounts_for_the_query_in_front(tiny_llama_draft: DraftMod
     """The room left for context shrinks by the repeated query's tokens."""
     q = "what is the name of the river that runs through the old town?"
     after = tiny_llama_draft.context_room(q, CompressionConfig())
-    both = tiny_llama_draft.context_room(q, CompressionConfig(query_position="both"))
+    both = tiny_llama_draft.context_room(q, CompressionConfig().with_experimental(query_position="both"))
     assert after - both == len(tiny_llama_draft.tokenize(q + "\n\n").ids)
     with pytest.raises(ValueError, match="query_position"):
-        CompressionConfig(query_position="before")  # type: ignore[arg-type]
+        CompressionConfig().with_experimental(query_position="before")  # type: ignore[arg-type]
 
 
 def test_int8_draft_from_a_folder(tiny_llama_draft: DraftModel, tmp_path: Path) -> None:
@@ -54,14 +57,14 @@ def test_int8_draft_from_a_folder(tiny_llama_draft: DraftModel, tmp_path: Path) 
     folder = tmp_path / "tiny"
     tiny_llama_draft.model.save_pretrained(folder)
     tiny_llama_draft.tokenizer.save_pretrained(folder)
-    draft = DraftModel.from_pretrained(folder, quantize="int8")
+    draft = load_draft(folder, quantize="int8")
     assert draft.name.endswith("+int8")
     assert not any(type(m) is torch.nn.Linear for m in draft.model.modules())
     context = make_text(600, seed=4)
     r = PromptCompressor(draft, config=CompressionConfig(min_tokens=10)).compress(context, "a question?", keep_rate=0.3)
     assert r.fallback_reason is None and r.compressed_tokens <= r.budget_tokens
     with pytest.raises(ValueError, match="quantize"):
-        DraftModel.from_pretrained(folder, quantize="int4")  # type: ignore[arg-type]
+        load_draft(folder, quantize="int4")  # type: ignore[arg-type]
 
 
 def test_int8_refuses_non_cpu_models() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,9 @@ import pytest
 import torch
 from helpers import make_text
 
-from crossprefill_agents import CompressionConfig, DraftModel
-from crossprefill_agents.draft import DraftError
-from crossprefill_agents.heads import (
+from crossprefill_agents import CompressionConfig, DraftError
+from crossprefill_agents.draft import DraftModel, load_draft
+from crossprefill_agents.draft.heads import (
     calibrate,
     find_retrieval_heads,
     head_needle_mass,
@@ -23,7 +22,7 @@ from crossprefill_agents.heads import (
 )
 from crossprefill_agents.scoring import pick_heads
 
-LOOKAHEAD = CompressionConfig(scorer="lookahead", heads=())
+LOOKAHEAD = CompressionConfig().with_experimental(scorer="lookahead", heads=())
 
 
 def test_all_heads_lookahead_vote_equals_score(tiny_draft: DraftModel) -> None:
@@ -33,7 +32,7 @@ def test_all_heads_lookahead_vote_equals_score(tiny_draft: DraftModel) -> None:
     n = len(tiny_draft.tokenize(context).ids)
     layers = tiny_draft.model.config.num_hidden_layers
     heads = tiny_draft.model.config.num_attention_heads
-    assert per_head.shape[1:] == (layers, heads, n) and 1 <= per_head.shape[0] <= LOOKAHEAD.lookahead + 1
+    assert per_head.shape[1:] == (layers, heads, n) and 1 <= per_head.shape[0] <= LOOKAHEAD.experimental.lookahead + 1
     assert np.isfinite(per_head).all() and (per_head >= 0).all()
     vote = per_head.reshape(per_head.shape[0], -1, n).max(axis=1).mean(axis=0)
     np.testing.assert_allclose(
@@ -43,7 +42,7 @@ def test_all_heads_lookahead_vote_equals_score(tiny_draft: DraftModel) -> None:
 
 def _question_vote(draft: DraftModel, context: str, q: str, heads: list[tuple[int, int]] | None = None) -> np.ndarray:
     """By hand: per head, mean attention of the question's tokens minus that of the null query; max over heads."""
-    cfg = CompressionConfig(heads=())
+    cfg = CompressionConfig().with_experimental(heads=())
     asked = draft.head_scores([context], q, config=cfg).mean(axis=0)  # (layers, heads, n)
     null = draft.head_scores([context], "N/A", config=cfg).mean(axis=0)
     excess = asked - null
@@ -57,25 +56,25 @@ def test_all_heads_question_vote_equals_score(tiny_draft: DraftModel) -> None:
     per_head = tiny_draft.head_scores([context], q, config=CompressionConfig())
     q_tokens = len(tiny_draft.tokenize("\n\n" + q).ids) - len(tiny_draft.tokenize("\n\n").ids)
     assert per_head.shape[0] == q_tokens and (per_head >= 0).all()
-    unpooled = tiny_draft.head_scores([context], q, config=CompressionConfig(pool_kernel=1))
+    unpooled = tiny_draft.head_scores([context], q, config=CompressionConfig().with_experimental(pool_kernel=1))
     np.testing.assert_allclose(unpooled.sum(axis=-1), 1.0, atol=1e-4)  # each row renormalised over the context
-    got = tiny_draft.score([context], q, config=CompressionConfig(heads=())).scores[0]
+    got = tiny_draft.score([context], q, config=CompressionConfig().with_experimental(heads=())).scores[0]
     np.testing.assert_allclose(got, _question_vote(tiny_draft, context, q), rtol=1e-4, atol=1e-4)
 
 
 def test_heads_config_votes_with_the_chosen_heads_only(tiny_llama_draft: DraftModel) -> None:
-    """CompressionConfig(heads=...) scores with the max over those heads alone, in either scorer."""
+    """CompressionConfig().with_experimental(heads=...) scores with the max over those heads alone, in either scorer."""
     context, q = make_text(200, seed=4), "what happened?"
     pairs = ((0, 1), (1, 3))
     per_head = tiny_llama_draft.head_scores([context], q, config=LOOKAHEAD)
     n = per_head.shape[-1]
     expected = np.stack([per_head[:, 0, 1], per_head[:, 1, 3]], axis=1).max(axis=1).mean(axis=0) * n
-    got = tiny_llama_draft.score([context], q, config=replace(LOOKAHEAD, heads=pairs)).scores[0]
+    got = tiny_llama_draft.score([context], q, config=LOOKAHEAD.with_experimental(heads=pairs)).scores[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    got = tiny_llama_draft.score([context], q, config=CompressionConfig(heads=pairs)).scores[0]
+    got = tiny_llama_draft.score([context], q, config=CompressionConfig().with_experimental(heads=pairs)).scores[0]
     np.testing.assert_allclose(got, _question_vote(tiny_llama_draft, context, q, list(pairs)), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="exist in this draft"):
-        tiny_llama_draft.score([context], q, config=replace(LOOKAHEAD, heads=((7, 0),)))
+        tiny_llama_draft.score([context], q, config=LOOKAHEAD.with_experimental(heads=((7, 0),)))
 
 
 def test_question_scorer_stops_after_the_deepest_voting_layer(tiny_llama_draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -85,7 +84,7 @@ def test_question_scorer_stops_after_the_deepest_voting_layer(tiny_llama_draft: 
     calls = {i: 0 for i in range(len(layers))}
     for i, layer in enumerate(layers):
         layer.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
-    cfg = CompressionConfig(heads=((0, 1), (0, 2)))
+    cfg = CompressionConfig().with_experimental(heads=((0, 1), (0, 2)))
     shallow = tiny_llama_draft.score([context], q, config=cfg).scores[0]
     assert calls[0] > 0 and all(c == 0 for i, c in calls.items() if i > 0)
     assert tiny_llama_draft.model.config.num_hidden_layers == len(layers)  # restored
@@ -99,18 +98,18 @@ def test_auto_heads_use_the_drafts_retrieval_heads(tiny_llama_draft: DraftModel,
     assert tiny_llama_draft.voting_heads(auto) == ()
     every = tiny_llama_draft.score([context], q, config=auto).scores[0]
     np.testing.assert_allclose(
-        every, tiny_llama_draft.score([context], q, config=CompressionConfig(heads=())).scores[0]
+        every, tiny_llama_draft.score([context], q, config=CompressionConfig().with_experimental(heads=())).scores[0]
     )
     monkeypatch.setattr(tiny_llama_draft, "retrieval_heads", ((1, 0), (0, 3)))
     assert tiny_llama_draft.voting_heads(auto) == ((1, 0), (0, 3))
-    assert tiny_llama_draft.voting_heads(replace(auto, scorer="lookahead")) == ()
+    assert tiny_llama_draft.voting_heads(auto.with_experimental(scorer="lookahead")) == ()
     chosen = tiny_llama_draft.score([context], q, config=auto).scores[0]
     np.testing.assert_allclose(chosen, _question_vote(tiny_llama_draft, context, q, [(1, 0), (0, 3)]), atol=1e-4)
 
 
 def test_heads_outside_the_global_layers(tiny_gemma_draft: DraftModel) -> None:
     """Heads only in sliding-window layers with attention_layers='global' leave nobody to vote: a DraftError."""
-    cfg = CompressionConfig(heads=((0, 0),), attention_layers="global")
+    cfg = CompressionConfig().with_experimental(heads=((0, 0),), attention_layers="global")
     with pytest.raises(DraftError, match="no head"):
         tiny_gemma_draft.score([make_text(100, seed=1)], "q", config=cfg)
 
@@ -124,7 +123,7 @@ def test_pick_heads_and_validation() -> None:
     assert pick_heads(rows, []) == rows
     for bad in (((0,),), ((-1, 0),), ((0, 1.5),)):
         with pytest.raises(ValueError, match="heads"):
-            CompressionConfig(heads=bad)  # type: ignore[arg-type]
+            CompressionConfig().with_experimental(heads=bad)  # type: ignore[arg-type]
 
 
 def test_find_retrieval_heads_ranks_real_pairs(tiny_llama_draft: DraftModel) -> None:
@@ -183,13 +182,13 @@ def test_calibrate_stores_heads_that_from_pretrained_loads(
     folder = tmp_path / "tiny"
     tiny_llama_draft.model.save_pretrained(folder)
     tiny_llama_draft.tokenizer.save_pretrained(folder)
-    draft = DraftModel.from_pretrained(folder)
+    draft = load_draft(folder)
     assert draft.retrieval_heads is None and load_retrieval_heads(draft.name) is None  # not embedded: no calibration
     heads = calibrate(draft, top=3, texts=[make_text(150, seed=s) for s in range(2)])
     assert draft.retrieval_heads == heads and len(set(heads)) == 3
     assert heads_path(draft.name).is_file() and load_retrieval_heads(draft.name) == heads
-    assert DraftModel.from_pretrained(folder).retrieval_heads == heads
-    assert DraftModel.from_pretrained(folder, quantize="int8").retrieval_heads == heads
+    assert load_draft(folder).retrieval_heads == heads
+    assert load_draft(folder, quantize="int8").retrieval_heads == heads
     assert load_retrieval_heads(draft.name, 0.0) == heads  # stored with the default tolerance
     assert load_retrieval_heads(draft.name, 0.15) is None  # asked for another: recalibrate
     shallow = calibrate(draft, top=3, texts=[make_text(150, seed=s) for s in range(2)], depth_tolerance=0.9)
@@ -205,7 +204,9 @@ def test_empty_query_falls_back_to_the_lookahead_queries(tiny_llama_draft: Draft
     """With no question to read the context, the question scorer uses the last prompt token and look-ahead."""
     context = make_text(200, seed=7)
     got = tiny_llama_draft.score([context], "", config=CompressionConfig()).scores[0]
-    ref = tiny_llama_draft.score([context], "", config=CompressionConfig(scorer="lookahead", heads=())).scores[0]
+    ref = tiny_llama_draft.score(
+        [context], "", config=CompressionConfig().with_experimental(scorer="lookahead", heads=())
+    ).scores[0]
     np.testing.assert_allclose(got, ref, rtol=1e-6)
 
 

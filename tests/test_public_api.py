@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -9,15 +10,11 @@ from pathlib import Path
 import crossprefill_agents
 
 EXPECTED_ALL = {
-    "EMBEDDED_MODELS",
-    "ByteLRU",
     "CompressionConfig",
     "CompressionResult",
     "CompressionSession",
     "DraftError",
-    "DraftModel",
-    "DraftPrefix",
-    "DraftTimeoutError",
+    "DraftScores",
     "InMemoryMemoStore",
     "MemoStore",
     "ModelNotAvailableError",
@@ -27,11 +24,38 @@ EXPECTED_ALL = {
     "SessionConfig",
     "SessionTurn",
     "Timings",
-    "TokenCounter",
     "TurnStats",
     "__version__",
-    "resolve_target",
 }
+
+# The core's modules in data-flow order: each may import only modules above it (and a package only when all
+# of its modules are above). Text -> draft tokens -> scores -> units -> ranking -> spans -> text for the target.
+LAYERS = (
+    "config",
+    "results",
+    "text",
+    "targets",
+    "scoring",
+    "draft.prefix",
+    "draft.queries",
+    "draft.runner",
+    "draft.weights",
+    "draft.embedded",
+    "draft.heads",
+    "draft.load",
+    "units",
+    "ranking",
+    "selection",
+    "stores.base",
+    "stores.memory",
+    "stores.sqlite",
+    "stores.redis",
+    "memo",
+    "session",
+    "compressor",
+    "cli",
+    "testing",
+)
 
 
 def test_all_is_pinned() -> None:
@@ -59,3 +83,54 @@ def test_core_import_pulls_in_no_framework_and_no_optional_backend() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _core_imports(path: Path, module: str) -> set[str]:
+    """The ``crossprefill_agents`` modules that ``path`` (the module ``module``) imports anywhere, late imports
+    too, as dotted names inside the package; ``""`` is the top-level facade."""
+    package = module.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(
+                a.name.removeprefix("crossprefill_agents").lstrip(".")
+                for a in node.names
+                if a.name.split(".")[0] == "crossprefill_agents"
+            )
+            continue
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+        elif node.module and node.module.split(".")[0] == "crossprefill_agents":
+            target = node.module.removeprefix("crossprefill_agents").lstrip(".")
+        else:
+            continue
+        submodules = [f"{target}.{a.name}".lstrip(".") for a in node.names]
+        known = [m for m in submodules if any(x == m or x.startswith(m + ".") for x in LAYERS)]
+        found.update(known if known else [target])
+    return found
+
+
+def test_modules_import_only_the_layers_above_them() -> None:
+    """The core's data flows one way: no module imports one below it or the top-level facade, so no cycle exists
+    (imports inside functions count too); every core module has its place in LAYERS."""
+    root = Path(crossprefill_agents.__file__).parent
+    modules = {
+        ".".join(p.relative_to(root).with_suffix("").parts): p for p in root.rglob("*.py") if p.name != "__init__.py"
+    }
+    assert set(modules) == set(LAYERS), "place every new core module in LAYERS"
+    rank = {m: i for i, m in enumerate(LAYERS)}
+    packages = {m.rsplit(".", 1)[0] for m in LAYERS if "." in m}
+    for module, path in modules.items():
+        for imported in _core_imports(path, module):
+            assert imported != "", f"{module} imports the crossprefill_agents facade; import the module itself"
+            parts = (
+                [m for m in LAYERS if m == imported or m.startswith(imported + ".")]
+                if imported in packages
+                else [imported]
+            )
+            for part in parts:
+                assert part in rank, f"{module} imports {imported!r}, not a core module"
+                assert rank[part] < rank[module], f"{module} imports {part}, which sits below it in LAYERS"

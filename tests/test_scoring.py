@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from crossprefill_agents.scoring import (
-    aggregate_step,
     context_slice,
     head_vote,
     mean_over_steps,
@@ -15,7 +14,8 @@ from crossprefill_agents.scoring import (
     question_vote,
     renormalize_over_context,
 )
-from crossprefill_agents.selection import make_units, segment_means, select
+from crossprefill_agents.selection import select
+from crossprefill_agents.units import make_units, segment_means
 
 
 def test_context_slice_maps_right_aligned_keys_to_context_positions() -> None:
@@ -61,19 +61,6 @@ def test_pooling_spreads_a_spike_over_the_kernel_and_keeps_constants() -> None:
     c = torch.full((2, 3, 17), 0.5)
     assert torch.allclose(pool_along_keys(c, 13), c)  # edges average only over existing keys
     assert torch.equal(pool_along_keys(x, 1), x)
-
-
-def test_aggregate_step_takes_max_over_layers_and_heads() -> None:
-    """A token attended strongly by a single head of a single layer keeps that head's score."""
-    n = 40
-    layer0 = torch.full((4, n), 1.0 / n)  # (heads, n): uniform
-    layer1 = torch.full((4, n), 1.0 / n)
-    layer1[2] = 0.0
-    layer1[2, 30] = 1.0  # one head of one layer looks only at token 30
-    score = aggregate_step([layer0, layer1], kernel=1)
-    assert int(score.argmax()) == 30
-    assert score[30] == pytest.approx(1.0)
-    assert score[0] == pytest.approx(1.0 / n)
 
 
 def test_head_vote_takes_max_over_the_chosen_heads_and_layers_only() -> None:
@@ -123,10 +110,13 @@ def test_planted_attention_spike_selects_its_chunk() -> None:
     layers = [torch.full((2, n), 1.0 / n) for _ in range(3)]
     layers[1][0] = 0.0
     layers[1][0, 205] = 1.0  # token 205 lives in chunk 6 (tokens 192..223)
-    token_scores = mean_over_steps([aggregate_step(layers, kernel=13)]).numpy()
+    step = head_vote([renormalize_over_context(r) for r in layers], kernel=13)  # the look-ahead scorer's step
+    token_scores = mean_over_steps([step]).numpy()
     units = make_units(text, offsets, token_scores, chunk_size=32, snap_to_words=True)
     best = max(units, key=lambda u: u.score)
     assert best.start <= offsets[205, 0] < best.end
-    chosen = select([text], units, [[]], budget=40, count=lambda t: len(t.split()), delimiter=" [...] ")
+    chosen = select(
+        [text], units, [u.score for u in units], [[]], budget=40, count=lambda t: len(t.split()), delimiter=" [...] "
+    )
     kept = " ".join(text[s:e] for s, e in chosen.spans[0])
     assert "w205" in kept.split()

@@ -9,7 +9,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crossprefill_agents.selection import make_units, merge_spans, protected_spans, render, select
+from crossprefill_agents.selection import merge_spans, protected_spans, render, select
+from crossprefill_agents.units import make_units
 
 VOCAB = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa", "x", "yy", "zzz"]
 
@@ -50,7 +51,7 @@ def test_budget_holds_and_spans_are_valid(inp: tuple, rate: float, chunk: int) -
     units = make_units(text, offsets, scores, chunk_size=chunk)
     total = count_words(text)
     budget = max(1, round(rate * total))
-    sel = select([text], units, [[]], budget=budget, count=count_words, delimiter=" [...] ")
+    sel = select([text], units, [u.score for u in units], [[]], budget=budget, count=count_words, delimiter=" [...] ")
     spans = sel.spans[0]
     assert sel.tokens[0] == count_words(sel.texts[0]) <= budget
     assert sel.tokens[0] >= budget * 0.97 - 2  # the delimiter " [...] " is one word here
@@ -99,7 +100,7 @@ def test_protected_spans_survive_a_tiny_budget() -> None:
     units = make_units(text, offsets, np.zeros(len(offsets)), chunk_size=16)
     prot = protected_spans(text, [re.compile(r"12345")])
     assert text[prot[0][0] : prot[0][1]] == "ID-12345-XYZ"  # widened to the whole word
-    sel = select([text], units, [prot], budget=0, count=count_words, delimiter=" [...] ")
+    sel = select([text], units, [u.score for u in units], [prot], budget=0, count=count_words, delimiter=" [...] ")
     assert "ID-12345-XYZ" in sel.texts[0] and sel.protected_over_budget
 
 
@@ -112,5 +113,5 @@ def test_shared_budget_across_documents_prefers_the_best_units() -> None:
     units = make_units(a, oa, np.full(100, 0.1), doc=0, chunk_size=10) + make_units(
         b, ob, np.full(100, 0.9), doc=1, chunk_size=10
     )
-    sel = select([a, b], units, [[], []], budget=60, count=count_words, delimiter=" [...] ")
+    sel = select([a, b], units, [u.score for u in units], [[], []], budget=60, count=count_words, delimiter=" [...] ")
     assert sel.tokens == (0, 60) and sel.texts[0] == ""

@@ -14,14 +14,13 @@ from helpers import make_text
 
 from crossprefill_agents import (
     CompressionConfig,
-    DraftModel,
-    DraftPrefix,
+    DraftError,
     InMemoryMemoStore,
     PromptCompressor,
     SessionConfig,
     SQLiteMemoStore,
 )
-from crossprefill_agents.draft import DraftError
+from crossprefill_agents.draft import DraftModel, DraftPrefix
 
 SYSTEM = {"role": "system", "content": "You are a research agent. Use the tools and answer from what they return."}
 
@@ -160,7 +159,7 @@ def test_kv_store_is_bounded_in_bytes(tiny_llama_draft: DraftModel) -> None:
     one = PromptCompressor(tiny_llama_draft, target=words, config=CompressionConfig(min_tokens=50))
     s = one.session()
     s.compress_messages(trace(1)[1])
-    size = one._kv.nbytes
+    size = one.draft_cache.nbytes
     assert size > 0
     pc = PromptCompressor(
         tiny_llama_draft, target=words, config=CompressionConfig(min_tokens=50), kv_cache_bytes=3 * size
@@ -168,7 +167,7 @@ def test_kv_store_is_bounded_in_bytes(tiny_llama_draft: DraftModel) -> None:
     sessions = [pc.session() for _ in range(6)]
     for i, sess in enumerate(sessions):
         sess.compress_messages(trace(1, seed=i)[1])
-        assert pc._kv.nbytes <= 3 * size
+        assert pc.draft_cache.nbytes <= 3 * size
     again = sessions[0].compress_messages(trace(2, seed=0)[2])  # evicted: recomputes, never errors
     assert again.stats.draft_tokens_reused == 0 and again.stats.compressed_now == 1
 
@@ -278,7 +277,7 @@ def test_window_rebase(tiny_llama_draft: DraftModel) -> None:
     turn = fresh.compress_messages(big_system)  # a system prompt past a quarter window is not read
     assert turn.stats.fallback_reason is None and turn.stats.compressed_now == 2 and 0 not in turn.results
     system_tokens = len(tiny_llama_draft.tokenize(big_system[0]["content"]).ids)
-    read = pc._kv.get(fresh.session_id)
+    read = pc.draft_cache.get(fresh.session_id)
     assert (
         read is not None
         and system_tokens > 900 // 4

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from crossprefill_agents import resolve_target
-from crossprefill_agents.targets import ensure_tiktoken_files
+from crossprefill_agents.targets import ensure_tiktoken_files, resolve_target
 
 SAMPLE = "Hello world, 漢字 and 😀 emoji: cross-family speculative prefill."
 
@@ -32,7 +31,7 @@ def test_tiktoken_files_are_placed_offline(tmp_path, monkeypatch, name: str) -> 
 def test_tiktoken_counts_without_network(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """In a fresh process with an empty cache and no network, cl100k/o200k counts work."""
     code = (
-        "from crossprefill_agents import resolve_target\n"
+        "from crossprefill_agents.targets import resolve_target\n"
         "import tiktoken.load\n"
         "def no_net(*a, **k): raise AssertionError('network used')\n"
         "tiktoken.load.read_file = no_net\n"

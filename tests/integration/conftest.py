@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crossprefill_agents import DraftModel
+from crossprefill_agents.draft import DraftModel, load_draft
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +23,9 @@ def essays() -> str:
 
 @pytest.fixture(scope="session", params=["smollm2-135m", "gemma3-270m"])
 def real_draft(request) -> DraftModel:  # type: ignore[no-untyped-def]
-    return DraftModel.from_pretrained(request.param)
+    return load_draft(request.param)
 
 
 @pytest.fixture(scope="session")
 def smollm2() -> DraftModel:
-    return DraftModel.from_pretrained("smollm2-135m")
+    return load_draft("smollm2-135m")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor, resolve_target
+from crossprefill_agents import CompressionConfig, PromptCompressor
+from crossprefill_agents.draft import DraftModel
+from crossprefill_agents.targets import resolve_target
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +51,10 @@ def test_incremental_scoring_matches_from_scratch(real_draft: DraftModel, essays
     max abs diff under 1e-4 of the largest score), for the default and the published scorer."""
     import numpy as np
 
-    from crossprefill_agents import DraftPrefix
+    from crossprefill_agents.draft import DraftPrefix
 
     docs = [essays[i * 1500 : (i + 1) * 1500] for i in range(4)]  # ~350 tokens each
-    for cfg in (CompressionConfig(), CompressionConfig(scorer="lookahead", heads=())):
+    for cfg in (CompressionConfig(), CompressionConfig().with_experimental(scorer="lookahead", heads=())):
         state = DraftPrefix(real_draft.name)
         real_draft.score_incremental(docs[:2], "What did the author work on?", config=cfg, state=state)
         for n in (3, 4):

@@ -19,10 +19,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..results import ModelNotAvailableError
+from .weights import load_gguf
+
 __all__ = [
     "EMBEDDED_MODELS",
     "EmbeddedModel",
-    "ModelNotAvailableError",
     "download",
     "embedded_model_dir",
     "models_home",
@@ -32,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 HOME_ENV = "CROSSPREFILL_HOME"
 _MARKER = "crossprefill-embedded.json"
-
-
-class ModelNotAvailableError(RuntimeError):
-    """An embedded draft is not installed here; the message names the command that installs it."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class EmbeddedModel:
     gguf_name: str  # file name of the GGUF
     assembled: bool  # True: the GGUF is split in parts and the module's assemble(path) writes it
     description: str
-    # heads.calibrate's depth_tolerance for this draft: Gemma-3's best retrieval heads include its last layer;
+    # calibrate()'s depth_tolerance for this draft: Gemma-3's best retrieval heads include its last layer;
     # heads from its first 12 layers (within 15% of their needle mass) cost a third less and kept as much
     # evidence in benchmarks/results/ablation-scorer.md
     depth_tolerance: float = 0.0
@@ -147,8 +145,6 @@ def _package_dir(module: str) -> Path:
 
 def _convert(spec: EmbeddedModel, target: Path) -> Path:
     """Dequantise the GGUF once into a float32 safetensors folder (atomic: a temp dir renamed into place)."""
-    from .draft import load_gguf  # late: pulls in torch and transformers
-
     target.parent.mkdir(parents=True, exist_ok=True)
     logger.info("converting embedded draft %s to safetensors under %s (once; takes a minute)", spec.alias, target)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.alias}-") as tmp:

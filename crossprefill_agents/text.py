@@ -1,10 +1,13 @@
-"""Small text helpers shared by the draft, the selection and the target counters."""
+"""Plain-text helpers: safe strings for tokenizers, word boundaries, sentence starts, content words.
+
+Pure functions on strings; every layer above uses them.
+"""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["is_word_boundary", "sanitize"]
+__all__ = ["content_words", "is_word_boundary", "is_word_start", "sanitize", "sentence_starts"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -81,3 +84,25 @@ def sentence_starts(text: str) -> list[int]:
         elif _ends_sentence(text, m.start(), p):
             starts.append(p)
     return starts
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset(
+    """a an the and or but if then else of in on at to for from by with about as into over under after before
+    between through during without within is are was were be been being am do does did doing have has had having
+    it its this that these those there here what which who whom whose when where why how i you he she we they
+    me him her us them my your his our their not no nor so than too very can could will would shall should may
+    might must just also only any all each some such own same other more most few both one many much""".split()
+)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ies", "es", "s", "ing", "ed"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased, crudely stemmed words of ``text`` that are not stopwords."""
+    return {_stem(w) for w in (m.group().lower() for m in _WORD.finditer(text)) if w not in _STOP}

@@ -11,7 +11,7 @@ calibrated anywhere, offline, with nothing but its own weights.
 
 :func:`calibrate` runs that once for a draft, stores the heads in
 ``<models home>/heads/<draft>.json`` and sets ``draft.retrieval_heads``, which
-``CompressionConfig(heads="auto")`` (the default) lets vote. ``DraftModel.from_pretrained``
+``heads="auto"`` (the default) lets vote. :func:`crossprefill_agents.draft.load_draft`
 reads the stored heads, and calibrates the embedded drafts on first use.
 """
 
@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CompressionConfig
-from .draft import DraftModel
+from ..config import CompressionConfig, ExperimentalOptions
+from .embedded import models_home
+from .runner import DraftModel
 
 __all__ = [
     "DEFAULT_TOP",
@@ -201,16 +202,12 @@ def find_retrieval_heads(
 
 def heads_path(draft_name: str) -> Path:
     """Where the calibrated heads of the draft called ``draft_name`` are stored."""
-    from .embedded import models_home
-
     base = draft_name.split("+", 1)[0]  # an int8 draft uses the heads of its float weights
     slug = re.sub(r"[^A-Za-z0-9._-]+", "--", base).strip("-") or "draft"
     return models_home() / "heads" / f"{slug}.json"
 
 
-def load_retrieval_heads(
-    draft_name: str, depth_tolerance: float | None = None
-) -> tuple[tuple[int, int], ...] | None:
+def load_retrieval_heads(draft_name: str, depth_tolerance: float | None = None) -> tuple[tuple[int, int], ...] | None:
     """The stored heads of ``draft_name``, or None if it was never calibrated (or the file is unreadable).
 
     With ``depth_tolerance``, heads stored under another tolerance count as not calibrated.
@@ -247,7 +244,11 @@ def calibrate(
     """
     t0 = time.perf_counter()
     heads = find_retrieval_heads(
-        draft, texts, top=top, config=CompressionConfig(scorer="question", heads=()), depth_tolerance=depth_tolerance
+        draft,
+        texts,
+        top=top,
+        config=CompressionConfig(experimental=ExperimentalOptions(scorer="question", heads=())),
+        depth_tolerance=depth_tolerance,
     )
     draft.retrieval_heads = heads
     if save:

@@ -1,0 +1,148 @@
+"""The query passes over a prefilled window: whose attention votes, and how the votes become token scores.
+
+The question scorer runs the question's tokens (in blocks) and then a content-free null
+query over the same cached context, and each head's excess over the null query votes.
+The published look-ahead scorer runs the last prompt token and greedy look-ahead tokens.
+Both read eager attention weights, turned into scores by :mod:`crossprefill_agents.scoring`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import CompressionConfig
+from ..results import DraftError, DraftTimeoutError
+from ..scoring import (
+    NoVotingHeadsError,
+    context_slice,
+    head_rows,
+    head_vote,
+    mean_over_steps,
+    pool_along_keys,
+    question_vote,
+    renormalize_over_context,
+)
+
+__all__ = ["NULL_QUERY", "QUERY_BLOCK", "Window", "check_deadline", "lookahead_votes", "question_votes"]
+
+NULL_QUERY = "N/A"  # the content-free query whose attention calibrates the question scorer
+QUERY_BLOCK = 16  # question tokens per eager forward (bounds the attention maps held at once)
+
+Forward = Callable[[list[int], Any], Any]  # (ids, cache) -> model output with eager attentions and last logits
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the query passes over one prefilled scoring window share."""
+
+    ctx_start: int  # first context position in the prompt
+    ctx_end: int  # one past the last
+    cache: Any  # the draft's KV cache holding the prompt up to ctx_end (at least)
+    config: CompressionConfig
+    heads: tuple[tuple[int, int], ...]  # voting (layer, head) pairs; () = all
+    deadline: float | None  # time.monotonic() past which the pass gives up
+    capture: list[torch.Tensor] | None  # collects per-query (layers*heads, n_ctx) rows for head_scores
+    global_layers: tuple[int, ...] | None  # the draft's full-attention layers, where it has sliding ones
+    separator_ids: list[int]  # draft tokens of the query separator alone
+    null_ids: list[int]  # draft tokens of the separator + the null query
+    eos_ids: frozenset[int]  # tokens that end the look-ahead
+    forward: Forward  # one eager forward extending the cache
+
+
+def check_deadline(deadline: float | None) -> None:
+    """Raise :class:`DraftTimeoutError` once ``time.monotonic()`` is past ``deadline``."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise DraftTimeoutError("the draft ran past CompressionConfig.timeout_s")
+
+
+def question_votes(query_ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
+    """Every question token reads the context; each head's mean, minus its mean for the null query, votes.
+
+    Returns ``(n_ctx,)`` scores and the query tokens run.
+    """
+    if hasattr(w.cache, "activate_past_recording"):
+        w.cache.activate_past_recording()  # sliding-window layers keep what the question pushes out, for the crop
+    asked = _query_attention(query_ids, w, w.capture)
+    w.cache.crop(w.ctx_end - w.cache.get_seq_length())
+    null = _query_attention(w.null_ids, w, None)
+    return _vote(asked, w, null), len(query_ids) + len(w.null_ids)
+
+
+def lookahead_votes(ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
+    """The published queries: the last prompt token, then greedy look-ahead tokens.
+
+    Max over the voting heads, mean over the steps. Returns ``(n_ctx,)`` scores and the steps run.
+    """
+    steps: list[torch.Tensor] = []
+    token = ids[-1]
+    used = 0
+    lookahead = w.config.experimental.lookahead
+    for step in range(lookahead + 1):
+        check_deadline(w.deadline)
+        out = w.forward([token], w.cache)
+        used += 1
+        total_keys = len(ids) + step
+        per_layer = [  # each (heads, n_ctx)
+            context_slice(a[0, :, -1, :], total_keys=total_keys, ctx_start=w.ctx_start, ctx_end=w.ctx_end)
+            for a in out.attentions
+        ]
+        if w.capture is not None:
+            w.capture.append(head_rows(per_layer, kernel=w.config.experimental.pool_kernel))  # (layers*heads, n_ctx)
+        steps.append(_vote([renormalize_over_context(r) for r in per_layer], w))
+        if step == lookahead:
+            break
+        token = int(out.logits[0, -1].argmax())
+        if token in w.eos_ids:
+            break
+    return mean_over_steps(steps), used
+
+
+def _query_attention(query_ids: list[int], w: Window, capture: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    """Per layer ``(heads, n_ctx)``: the mean over the query's tokens (not the separator's) of their
+    attention onto the context, renormalised over it in fp32 and pooled along keys."""
+    kernel = w.config.experimental.pool_kernel
+    n_sep = len(w.separator_ids)
+    skip = n_sep if 0 < n_sep < len(query_ids) and query_ids[:n_sep] == w.separator_ids else 0
+    sums: list[torch.Tensor] | None = None
+    counted = 0
+    for i in range(0, len(query_ids), QUERY_BLOCK):
+        check_deadline(w.deadline)
+        block = query_ids[i : i + QUERY_BLOCK]
+        out = w.forward(block, w.cache)
+        first = max(0, skip - i)  # rows of this block that belong to the question
+        if first >= len(block):
+            continue
+        rows = []
+        total = w.ctx_end + i + len(block)  # keys up to the block's last token
+        for a in out.attentions:  # (1, heads, block, k): the last k of `total` positions
+            heads, q, k = a[0, :, first:].shape
+            att = context_slice(
+                a[0, :, first:].reshape(heads * q, k), total_keys=total, ctx_start=w.ctx_start, ctx_end=w.ctx_end
+            )
+            att = att.reshape(heads, q, w.ctx_end - w.ctx_start)  # (heads, q, n_ctx)
+            rows.append(pool_along_keys(renormalize_over_context(att), kernel))
+        if capture is not None:
+            for j in range(rows[0].shape[1]):
+                capture.append(torch.cat([r[:, j] for r in rows], dim=0))  # (layers*heads, n_ctx)
+        block_sums = [r.sum(dim=1) for r in rows]  # (heads, n_ctx) per layer
+        sums = block_sums if sums is None else [x + y for x, y in zip(sums, block_sums, strict=True)]
+        counted += len(block) - first
+    if sums is None:
+        raise DraftError("the query has no tokens after the separator to read the context with")
+    return [x / counted for x in sums]
+
+
+def _vote(per_layer: Sequence[torch.Tensor], w: Window, null: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """The voting heads' max of per-layer ``(heads, n_ctx)`` rows (the question's excess over ``null``)."""
+    layers = w.global_layers if w.config.experimental.attention_layers == "global" else None
+    try:
+        if null is not None:
+            return question_vote(per_layer, null, w.heads, layers=layers)
+        return head_vote(per_layer, w.heads, layers=layers, kernel=w.config.experimental.pool_kernel)
+    except NoVotingHeadsError as e:
+        raise DraftError(f"{e} (experimental.heads, experimental.attention_layers)") from e
