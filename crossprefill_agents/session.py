@@ -152,8 +152,8 @@ class CompressionSession:
             text = m["content"]
             if m["role"] == "user" and isinstance(text, str):
                 latest_user_text = text
-            if not self._compressible(i, m, last_user) or not isinstance(text, str):
-                continue
+            if not self._compressible(i, m, last_user) or not isinstance(text, str) or not text.strip():
+                continue  # empty text (an assistant turn that only calls tools) is no segment, whatever min_tokens
             if self._count(text) < self.compressor.config.min_tokens:
                 continue
             q = query_override if query_override is not None else latest_user_text

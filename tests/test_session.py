@@ -347,3 +347,20 @@ def test_bad_input_is_refused(tiny_llama_draft: DraftModel) -> None:
         PromptCompressor(tiny_llama_draft, kv_cache_bytes=-1)
     with pytest.raises(TypeError, match="MemoStore"):
         PromptCompressor(tiny_llama_draft, memo={})  # type: ignore[arg-type]
+
+
+def test_empty_messages_are_no_segments_even_with_min_tokens_zero(tiny_llama_draft: DraftModel) -> None:
+    """An assistant turn with empty content (it only calls tools) and a blank tool result are not segments: with
+    min_tokens=0 the long tool output beside them is still compressed, with no fallback."""
+    pc = PromptCompressor(tiny_llama_draft, target=words, config=CompressionConfig(min_tokens=0))
+    msgs = [
+        SYSTEM,
+        {"role": "user", "content": "what is the secret passkey?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1"}]},
+        {"role": "tool", "content": "  \n", "tool_call_id": "c0"},
+        {"role": "tool", "content": make_text(400, seed=8), "tool_call_id": "c1"},
+    ]
+    turn = pc.session().compress_messages(msgs)
+    assert turn.stats.fallback_reason is None
+    assert turn.stats.segments == 1 and set(turn.results) == {4}
+    assert [m["content"] for m in turn.messages[:4]] == [m["content"] for m in msgs[:4]]
