@@ -122,15 +122,25 @@ def from_core(
     """``messages`` with what ``turn`` compressed put back; and the indices of the messages that changed.
 
     ``annotate``: also record each changed message's compression (token counts, kept spans into the
-    original content) in its ``response_metadata[METADATA_KEY]``.
+    original content) in its ``response_metadata[METADATA_KEY]``, and the reason on each message passed
+    through after a draft failure (a copy with the same content).
     """
     changed: dict[int, dict[int | None, CompressionResult]] = {}
+    failed: dict[int, dict[int | None, CompressionResult]] = {}  # passed through after a draft failure
     for j, res in sorted(turn.results.items()):
         slot = slots[j]
-        if slot.message == SYSTEM_APART or res.text == core[j]["content"]:
+        if slot.message == SYSTEM_APART:
             continue
-        changed.setdefault(slot.message, {})[slot.block] = res
+        if res.text != core[j]["content"]:
+            changed.setdefault(slot.message, {})[slot.block] = res
+        elif annotate and res.fallback_reason is not None:
+            failed.setdefault(slot.message, {})[slot.block] = res
     out = list(messages)
+    for i, parts in failed.items():
+        if i not in changed:
+            message = messages[i]
+            record = {**message.response_metadata, METADATA_KEY: _result_record(parts)}
+            out[i] = message.model_copy(update={"response_metadata": record})
     for i, parts in changed.items():
         message = messages[i]
         content: str | list[str | dict[Any, Any]]

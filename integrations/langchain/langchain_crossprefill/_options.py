@@ -193,7 +193,9 @@ def resolve_compressor(
                 "its draft, target and config (keep_rate=, max_tokens= and min_tokens= may still override its budget)"
             )
         if not isinstance(compressor, PromptCompressor):
-            raise TypeError(f"compressor must be a crossprefill_agents.PromptCompressor, got {type(compressor).__name__}")
+            raise TypeError(
+                f"compressor must be a crossprefill_agents.PromptCompressor, got {type(compressor).__name__}"
+            )
         cfg = _overridden(compressor.config, keep_rate, max_tokens, min_tokens)
         if cfg == compressor.config:
             return compressor
@@ -201,7 +203,9 @@ def resolve_compressor(
             siblings = _derived.setdefault(compressor, {})
             if cfg not in siblings:
                 # Same draft (weights and lock), target and memo store; only the budget differs.
-                siblings[cfg] = PromptCompressor(compressor.draft, target=compressor.target, config=cfg, memo=compressor.memo)
+                siblings[cfg] = PromptCompressor(
+                    compressor.draft, target=compressor.target, config=cfg, memo=compressor.memo
+                )
             return siblings[cfg]
 
     if config is not None and not isinstance(config, CompressionConfig):

@@ -78,12 +78,12 @@ class SessionMap:
             return
         evicted: list[CompressionSession] = []
         with self._lock:
-            session = self._sessions.get(key)
-            if session is None:
-                session = self._sessions[key] = self._new()
+            found = self._sessions.get(key)
+            if found is None:
+                found = self._sessions[key] = self._new()
             self._sessions.move_to_end(key)
             while len(self._sessions) > self.max_sessions:
                 evicted.append(self._sessions.popitem(last=False)[1])
         for old in evicted:  # outside the map lock: reset waits for a turn still running on that session
             old.reset()
-        yield session
+        yield found

@@ -7,7 +7,7 @@ import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 # LangChain's standard chat-model parameters. They belong to the wrapped model; the wrapper accepts
 # them (so code and tests that pass them to any chat model keep working) and says they are ignored.
 STANDARD_PARAMS = ("temperature", "max_tokens", "timeout", "stop", "max_retries", "api_key", "streaming")
+
+M = TypeVar("M", bound=BaseMessage)
 
 _UNSET = object()
 # The conversation key of the call in progress, set by invoke/ainvoke/stream/astream from their config
@@ -122,9 +124,7 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
         """The wrapped model's token ids."""
         return self.model.get_token_ids(text)
 
-    def get_num_tokens_from_messages(
-        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
-    ) -> int:
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         """The wrapped model's count (of the messages as given, before compression)."""
         return self.model.get_num_tokens_from_messages(messages, tools)
 
@@ -191,7 +191,11 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
 
     # ------------------------------------------------ conversation key per call
     def invoke(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
         """Compress, then call the wrapped model (the session keyed by the config's thread_id)."""
@@ -202,7 +206,11 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
             _CALL_KEY.reset(token)
 
     async def ainvoke(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
         """Async :meth:`invoke`."""
@@ -213,7 +221,11 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
             _CALL_KEY.reset(token)
 
     def stream(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         """Compress, then stream the wrapped model's chunks."""
@@ -230,7 +242,11 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
             yield chunk
 
     async def astream(
-        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         """Async :meth:`stream`."""
@@ -260,7 +276,7 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
     def _stats_name(self) -> str:
         return self.name or type(self).__name__
 
-    def _with_stats(self, message: BaseMessage, done: Compressed) -> BaseMessage:
+    def _with_stats(self, message: M, done: Compressed) -> M:
         ours = dict(message.response_metadata.get(METADATA_KEY) or {})
         ours[self._stats_name] = done.stats
         return message.model_copy(update={"response_metadata": {**message.response_metadata, METADATA_KEY: ours}})
@@ -282,7 +298,9 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
         done = compress_messages(self._sessions, self._session_key(run_manager), messages)
         if self.model.rate_limiter is not None:
             self.model.rate_limiter.acquire(blocking=True)
-        result = self.model._generate(done.messages, stop=stop, **_with_run_manager(self.model._generate, run_manager), **kwargs)
+        result = self.model._generate(
+            done.messages, stop=stop, **_with_run_manager(self.model._generate, run_manager), **kwargs
+        )
         return self._annotate(result, done)
 
     async def _agenerate(
@@ -311,7 +329,9 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
         if self.model.rate_limiter is not None:
             self.model.rate_limiter.acquire(blocking=True)
         if type(self.model)._stream is BaseChatModel._stream:  # the wrapped model cannot stream: one chunk
-            result = self.model._generate(done.messages, stop=stop, **_with_run_manager(self.model._generate, run_manager), **kwargs)
+            result = self.model._generate(
+                done.messages, stop=stop, **_with_run_manager(self.model._generate, run_manager), **kwargs
+            )
             for g in self._annotate(result, done).generations:
                 yield ChatGenerationChunk(message=_as_chunk(g.message), generation_info=g.generation_info)
             return

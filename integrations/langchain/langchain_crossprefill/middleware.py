@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from crossprefill_agents import CompressionConfig, PromptCompressor
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from langchain_core.runnables.config import ensure_config
 from pydantic import ConfigDict, Field
 
@@ -133,7 +133,9 @@ class SpeculativePrefillMiddleware(AgentMiddleware[AgentState[ResponseT], Contex
     ) -> ModelResponse[ResponseT] | AIMessage | ExtendedModelResponse[ResponseT]:
         """Compress the request's messages in this conversation's session, then call the model."""
         done = compress_messages(self._sessions, self.session_key(request), request.messages, request.system_message)
-        response = handler(request.override(messages=done.messages) if done.changed else request)
+        response = handler(
+            request.override(messages=cast("list[AnyMessage]", done.messages)) if done.changed else request
+        )
         return self._annotate(response, done)
 
     async def awrap_model_call(
@@ -145,7 +147,9 @@ class SpeculativePrefillMiddleware(AgentMiddleware[AgentState[ResponseT], Contex
         done = await acompress_messages(
             self._sessions, self.session_key(request), request.messages, request.system_message
         )
-        response = await handler(request.override(messages=done.messages) if done.changed else request)
+        response = await handler(
+            request.override(messages=cast("list[AnyMessage]", done.messages)) if done.changed else request
+        )
         return self._annotate(response, done)
 
     # ---------------------------------------------------------------- helpers
@@ -167,9 +171,7 @@ class SpeculativePrefillMiddleware(AgentMiddleware[AgentState[ResponseT], Contex
         first = next((m.id for m in request.messages if m.id), None)
         return f"conversation={first}|ns={where}" if first else None
 
-    def _annotate(
-        self, response: ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any], done: Compressed
-    ) -> Any:
+    def _annotate(self, response: ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any], done: Compressed) -> Any:
         if isinstance(response, ExtendedModelResponse):
             return ExtendedModelResponse(
                 model_response=self._annotate(response.model_response, done), command=response.command

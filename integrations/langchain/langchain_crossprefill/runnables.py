@@ -84,7 +84,9 @@ class SpeculativePrefillCompressor(
         done = await acompress_messages(self._sessions, self._key(config), to_messages(value), annotate=True)
         return done.messages
 
-    def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any) -> list[BaseMessage]:
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[BaseMessage]:
         """Compress one prompt (a traced step of its own)."""
         return self._call_with_config(self._run, input, config, **kwargs)
 

@@ -135,7 +135,9 @@ def research_script(n_searches: int) -> Script:
         question = str(messages[last_human].content)
         if done < n_searches:
             call_id = f"call-{zlib.crc32(question.encode())}-{done}"
-            return AIMessage(content="", tool_calls=[{"name": "search", "args": {"query": f"{question} #{done}"}, "id": call_id}])
+            return AIMessage(
+                content="", tool_calls=[{"name": "search", "args": {"query": f"{question} #{done}"}, "id": call_id}]
+            )
         return AIMessage(content=f"answer after {done} searches")
 
     return script

@@ -40,7 +40,7 @@ def test_langchain_is_imported_only_for_the_middleware() -> None:
 def test_unknown_attribute_is_an_attribute_error() -> None:
     """A misspelt name fails as a normal AttributeError (the lazy import does not swallow it)."""
     try:
-        langchain_crossprefill.SpeculativePrefillMiddle  # type: ignore[attr-defined]  # noqa: B018
+        langchain_crossprefill.SpeculativePrefillMiddle  # noqa: B018
     except AttributeError as e:
         assert "SpeculativePrefillMiddle" in str(e)
     else:

@@ -13,10 +13,11 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from lc_fakes import tiny_compressor
+
 from langchain_crossprefill._messages import compress_messages, from_core, role_of, to_core
 from langchain_crossprefill._options import DEFAULT_ROLES
 from langchain_crossprefill._sessions import SessionMap, stable_namespace, thread_key
-from lc_fakes import tiny_compressor
 
 
 def _sessions(pc: PromptCompressor) -> SessionMap:
@@ -29,12 +30,12 @@ def test_roles_come_from_message_types() -> None:
     assert role_of(HumanMessage("h")) == "user"
     assert role_of(AIMessage("a")) == "assistant"
     assert role_of(ToolMessage("t", tool_call_id="1")) == "tool"
-    assert role_of(FunctionMessage("f", name="fn")) == "function"
+    assert role_of(FunctionMessage(content="f", name="fn")) == "function"
     assert role_of(ChatMessage(content="c", role="context")) == "context"
     assert role_of(ChatMessage(content="c", role="human")) == "user"
     assert role_of(ChatMessage(content="c", role="ai")) == "assistant"
     with pytest.raises(TypeError, match="BaseMessage"):
-        role_of({"role": "user", "content": "x"})  # type: ignore[arg-type]
+        role_of({"role": "user", "content": "x"})  # type: ignore[,arg-type]
 
 
 def test_compressed_copies_keep_every_field_and_untouched_messages_are_the_same_objects(
