@@ -6,7 +6,7 @@ import contextvars
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -230,16 +230,19 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
     ) -> Iterator[AIMessageChunk]:
         """Compress, then stream the wrapped model's chunks."""
         key = _config_key(config)
-        inner = super().stream(input, config, stop=stop, **kwargs)
-        while True:  # each step runs with this call's key set, and only that step
-            token = _CALL_KEY.set(key)
-            try:
-                chunk = next(inner)
-            except StopIteration:
-                return
-            finally:
-                _CALL_KEY.reset(token)
-            yield chunk
+        inner = cast("Generator[AIMessageChunk, None, None]", super().stream(input, config, stop=stop, **kwargs))
+        try:
+            while True:  # each step runs with this call's key set, and only that step
+                token = _CALL_KEY.set(key)
+                try:
+                    chunk = next(inner)
+                except StopIteration:
+                    return
+                finally:
+                    _CALL_KEY.reset(token)
+                yield chunk
+        finally:
+            inner.close()  # a consumer that stops early closes the model's stream too
 
     async def astream(
         self,
@@ -251,16 +254,19 @@ class CompressingChatModel(DraftOptions, SessionOptions, BaseChatModel):
     ) -> AsyncIterator[AIMessageChunk]:
         """Async :meth:`stream`."""
         key = _config_key(config)
-        inner = super().astream(input, config, stop=stop, **kwargs)
-        while True:
-            token = _CALL_KEY.set(key)
-            try:
-                chunk = await inner.__anext__()
-            except StopAsyncIteration:
-                return
-            finally:
-                _CALL_KEY.reset(token)
-            yield chunk
+        inner = cast("AsyncGenerator[AIMessageChunk, None]", super().astream(input, config, stop=stop, **kwargs))
+        try:
+            while True:
+                token = _CALL_KEY.set(key)
+                try:
+                    chunk = await inner.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _CALL_KEY.reset(token)
+                yield chunk
+        finally:
+            await inner.aclose()
 
     def _session_key(self, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> str | None:
         hint = _CALL_KEY.get()

@@ -199,3 +199,18 @@ def test_standard_params_are_ignored_with_a_warning_and_unknown_ones_refused(
     budgeted = CompressingChatModel(model=inner, compressor=compressor, context_max_tokens=50)
     budgeted.invoke(conversation())
     assert len(inner.recorder.calls[-1][3].content) <= 50
+
+
+def test_an_agent_streamed_by_message_streams_the_wrapped_model(compressor: PromptCompressor) -> None:
+    """agent.stream(stream_mode="messages") makes the wrapped model stream (its own chunks reach the caller),
+    from compressed messages, in the thread's session."""
+    inner = StreamingScriptedChatModel(script=research_script(2))
+    wrapper = CompressingChatModel(model=inner, compressor=compressor)
+    agent = create_agent(model=wrapper, tools=[search], checkpointer=InMemorySaver())
+    config: RunnableConfig = {"configurable": {"thread_id": "s1"}}
+    parts = list(agent.stream({"messages": [HumanMessage("q one")]}, config, stream_mode="messages"))
+    assert inner._streamed == 3
+    assert sum(isinstance(chunk, AIMessageChunk) and bool(chunk.content) for chunk, _ in parts) >= 4
+    assert wrapper._sessions.keys() == ["thread=s1|ns=model"]
+    sent = [m for m in inner.recorder.calls[-1] if isinstance(m, ToolMessage)]
+    assert len(sent) == 2 and all(len(str(m.content)) < 0.5 * len(TOOL_TEXT) for m in sent)

@@ -302,3 +302,17 @@ def test_bad_options_fail_where_they_are_written(compressor: PromptCompressor) -
         SpeculativePrefillMiddleware(compressor=compressor, draft="smollm2-135m")
     with pytest.raises(TypeError):
         SpeculativePrefillMiddleware(compressor=compressor, keeprate=0.5)  # type: ignore[,call-arg]
+
+
+def test_a_prompt_budget_recompresses_under_pressure(compressor: PromptCompressor) -> None:
+    """prompt_max_tokens with recompress='on_budget_pressure': once the prompt outgrows the budget, the
+    compressed tool outputs are shrunk together (the stats say so) and the prompt fits again."""
+    mw = SpeculativePrefillMiddleware(
+        compressor=compressor, prompt_max_tokens=600, recompress="on_budget_pressure", pressure_headroom=0.75
+    )
+    agent, model = make_agent([mw], n_searches=3)
+    state = agent.invoke({"messages": [HumanMessage("Which river?")]})
+    assert len(model.recorder.calls) == 4
+    stats = stats_of(state)
+    assert any(s["recompressed"] > 0 for s in stats)
+    assert all(s["target_tokens_after"] <= 600 for s in stats) and not any(s["over_budget"] for s in stats)
