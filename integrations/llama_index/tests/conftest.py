@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 import torch
+from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor, resolve_target, testing
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResponseAsyncGen, ChatResponseGen
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms.mock import MockLLM
-
-from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor, resolve_target, testing
 
 TEST_CONFIG = CompressionConfig(min_tokens=0)  # the tests' texts are short
 
@@ -94,6 +93,10 @@ class ScriptedChatLLM(MockLLM):
 
     replies: list[str] = Field(default_factory=list)
     seen: list[list[ChatMessage]] = Field(default_factory=list)
+
+    def __init__(self, replies: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.replies = list(replies)
 
     @classmethod
     def class_name(cls) -> str:

@@ -8,10 +8,11 @@ scores, and every node's metadata merged into each. Each of those is pinned as k
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
+from crossprefill_agents.testing import filler_text
 from llama_index.core.schema import (
     MediaResource,
     MetadataMode,
@@ -23,8 +24,6 @@ from llama_index.core.schema import (
     TextNode,
 )
 
-from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
-from crossprefill_agents.testing import filler_text
 from llama_index.postprocessor.crossprefill import (
     DEFAULT_METADATA_KEY,
     NodeCompressionEndEvent,
@@ -80,9 +79,9 @@ def test_ids_scores_order_and_relationships_are_kept(compressor: PromptCompresso
     assert [n.score for n in out] == [n.score for n in nodes]  # not re-sorted, not reset
     for before, after in zip(nodes, out, strict=True):
         assert after.node.relationships == before.node.relationships
-        assert after.node.relationships[NodeRelationship.SOURCE].node_id == before.node.relationships[
-            NodeRelationship.SOURCE
-        ].node_id
+        assert after.node.source_node is not None and before.node.source_node is not None
+        assert after.node.source_node.node_id == before.node.source_node.node_id
+        assert isinstance(after.node, TextNode) and isinstance(before.node, TextNode)
         assert (after.node.start_char_idx, after.node.end_char_idx) == (
             before.node.start_char_idx,
             before.node.end_char_idx,
@@ -113,9 +112,7 @@ def test_metadata_is_per_node_and_stats_are_hidden_from_llm_and_embedder(compres
     """Each node keeps only its own metadata (nothing merged in), plus the stats under one key that neither
     MetadataMode.LLM nor MetadataMode.EMBED shows; the node's own exclusions still hold."""
     nodes = retrieved()
-    out = SpeculativePrefillPostprocessor(compressor=compressor, keep_rate=0.5).postprocess_nodes(
-        nodes, query_str="q"
-    )
+    out = SpeculativePrefillPostprocessor(compressor=compressor, keep_rate=0.5).postprocess_nodes(nodes, query_str="q")
     for i, (before, after) in enumerate(zip(nodes, out, strict=True)):
         meta = dict(after.node.metadata)
         stats = meta.pop(KEY)
@@ -134,9 +131,7 @@ def test_the_callers_nodes_are_not_modified(compressor: PromptCompressor) -> Non
     """Output nodes are copies: the input nodes' text, metadata, exclusions and relationships are unchanged."""
     nodes = retrieved()
     snapshot = [n.model_dump() for n in nodes]
-    out = SpeculativePrefillPostprocessor(compressor=compressor, keep_rate=0.2).postprocess_nodes(
-        nodes, query_str="q"
-    )
+    out = SpeculativePrefillPostprocessor(compressor=compressor, keep_rate=0.2).postprocess_nodes(nodes, query_str="q")
     assert [n.model_dump() for n in nodes] == snapshot
     assert all(a.node is not b.node for a, b in zip(out, nodes, strict=True))
 
@@ -205,7 +200,9 @@ def test_events_report_start_and_end_with_counts(compressor: PromptCompressor, e
 
 def test_nodes_without_text_pass_through_and_new_style_nodes_are_shortened(compressor: PromptCompressor) -> None:
     """An image-only Node is returned as the very same object; a Node holding text_resource is shortened there."""
-    image = NodeWithScore(node=Node(id_="img", image_resource=MediaResource(url="https://example.com/a.png")), score=1.0)
+    image = NodeWithScore(
+        node=Node(id_="img", image_resource=MediaResource(url="https://example.com/a.png")), score=1.0
+    )
     text_node = Node(id_="new-style", text_resource=MediaResource(text=filler_text(300, seed=7)), metadata={"k": 1})
     nodes = [image, NodeWithScore(node=text_node, score=0.5), *retrieved(n=2)]
     out = SpeculativePrefillPostprocessor(compressor=compressor, keep_rate=0.25).postprocess_nodes(nodes, query_str="q")
@@ -237,9 +234,7 @@ def test_async_hook_is_native() -> None:
     assert SpeculativePrefillPostprocessor._apostprocess_nodes is not BaseNodePostprocessor._apostprocess_nodes
 
 
-def test_a_failing_draft_passes_nodes_through_and_says_why(
-    broken_compressor: PromptCompressor, events: Any
-) -> None:
+def test_a_failing_draft_passes_nodes_through_and_says_why(broken_compressor: PromptCompressor, events: Any) -> None:
     """When the draft fails, every node comes back with its full text, and the stats and the end event say why."""
     nodes = retrieved()
     out = SpeculativePrefillPostprocessor(compressor=broken_compressor, keep_rate=0.2).postprocess_nodes(
@@ -323,7 +318,9 @@ def test_components_built_from_names_share_one_loaded_draft(monkeypatch: pytest.
     monkeypatch.setattr(_shared.PromptCompressor, "from_pretrained", staticmethod(fake_from_pretrained))
     a = SpeculativePrefillPostprocessor(draft="some-draft", target="cl100k_base")
     b = SpeculativePrefillPostprocessor(draft="some-draft", target="cl100k_base", keep_rate=0.5)
-    c = SpeculativePrefillPostprocessor(draft="some-draft", target="cl100k_base", config=CompressionConfig(min_tokens=1))
+    c = SpeculativePrefillPostprocessor(
+        draft="some-draft", target="cl100k_base", config=CompressionConfig(min_tokens=1)
+    )
     assert loads == [("some-draft", "cl100k_base")]
     assert a.compressor is b.compressor  # keep_rate is a per-call override, not another compressor
     assert c.compressor is not a.compressor and c.compressor.draft is a.compressor.draft
