@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,9 @@ def test_namespace_layout_merges_with_llama_index_core() -> None:
         "print(len(set(llama_index.__path__)))\n"
         "print(p.__file__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     n_paths, where = out.stdout.split()
     assert int(n_paths) >= 2 and Path(where).is_relative_to(PACKAGE_ROOT)
 

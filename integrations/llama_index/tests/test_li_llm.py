@@ -176,7 +176,7 @@ def test_prompt_formatting_follows_the_wrapped_model(compressor: PromptCompresso
     inner = MockLLM(system_prompt="Be terse.", messages_to_prompt=to_prompt)
     llm = CompressingLLM(inner, compressor=compressor)
     assert llm.system_prompt == "Be terse." and llm.messages_to_prompt is inner.messages_to_prompt
-    assert llm.callback_manager is inner.callback_manager
+    assert llm.callback_manager is inner.callback_manager and llm.llm is inner  # wrapped, not copied
 
 
 def test_events_carry_the_session_and_the_turn_stats(compressor: PromptCompressor, recorder: Any, events: Any) -> None:
