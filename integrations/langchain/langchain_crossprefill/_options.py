@@ -2,7 +2,7 @@
 
 A component takes either a ready ``compressor=PromptCompressor(...)`` or a ``draft=`` name
 (with ``target=`` and ``compression_config=``). Named drafts are loaded once per process
-through :meth:`PromptCompressor.from_pretrained` and shared: two components naming the same
+through :meth:`PromptCompressor.shared`: two components naming the same
 draft share one model (and its memo store), whatever their budgets.
 """
 
@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-import weakref
-from collections.abc import Hashable
 from typing import Any, Literal
 
-from crossprefill_agents import (
-    EMBEDDED_MODELS,
-    CompressionConfig,
-    ModelNotAvailableError,
-    PromptCompressor,
-    SessionConfig,
-    resolve_target,
-)
+from crossprefill_agents import CompressionConfig, PromptCompressor, SessionConfig
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 logger = logging.getLogger(__name__)
@@ -163,14 +153,6 @@ class SessionOptions(BaseModel):
 
 
 # --------------------------------------------------------------------------- loading
-_lock = threading.Lock()
-_drafts: dict[tuple[str, bool], PromptCompressor] = {}  # (draft name, local_files_only) -> first compressor loaded
-_loaded: dict[tuple[Hashable, ...], PromptCompressor] = {}  # (draft, local, target, config) -> compressor
-_derived: weakref.WeakKeyDictionary[PromptCompressor, dict[CompressionConfig, PromptCompressor]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def resolve_compressor(
     *,
     compressor: PromptCompressor | None,
@@ -182,7 +164,8 @@ def resolve_compressor(
     min_tokens: int | None,
     local_files_only: bool,
 ) -> PromptCompressor:
-    """The compressor a component runs: the one given (or a sibling with the overridden budget), or a loaded one."""
+    """The compressor a component runs: the one given (or a view of it with the overridden budget), or the
+    process-wide one for the draft's name (:meth:`PromptCompressor.shared`: loaded once, weights never copied)."""
     if compressor is not None:
         given = [n for n, v in (("draft", draft), ("target", target), ("compression_config", config)) if v is not None]
         if local_files_only:
@@ -197,52 +180,15 @@ def resolve_compressor(
                 f"compressor must be a crossprefill_agents.PromptCompressor, got {type(compressor).__name__}"
             )
         cfg = _overridden(compressor.config, keep_rate, max_tokens, min_tokens)
-        if cfg == compressor.config:
-            return compressor
-        with _lock:
-            siblings = _derived.setdefault(compressor, {})
-            if cfg not in siblings:
-                # Same draft (weights and lock), target and memo store; only the budget differs.
-                siblings[cfg] = PromptCompressor(
-                    compressor.draft, target=compressor.target, config=cfg, memo=compressor.memo
-                )
-            return siblings[cfg]
-
+        return compressor if cfg == compressor.config else compressor.with_config(cfg)
     if config is not None and not isinstance(config, CompressionConfig):
         raise TypeError(f"compression_config must be a CompressionConfig, got {type(config).__name__}")
     name = draft if draft is not None else DEFAULT_DRAFT
     if not isinstance(name, str) or not name:
         raise TypeError(f"draft must be a non-empty str naming a draft, got {name!r}")
     cfg = _overridden(config or CompressionConfig(), keep_rate, max_tokens, min_tokens)
-    key = (name, local_files_only, _target_key(target), cfg)
-    with _lock:  # one load per draft, even when components are built from several threads at once
-        found = _loaded.get(key)
-        if found is not None:
-            return found
-        base = _drafts.get((name, local_files_only))
-        if base is None:
-            base = _load(name, target, cfg, local_files_only)
-            _drafts[(name, local_files_only)] = base
-            made = base
-        else:
-            counter = resolve_target(target, local_files_only=local_files_only) if isinstance(target, str) else target
-            made = PromptCompressor(base.draft, target=counter, config=cfg, memo=base.memo)
-        _loaded[key] = made
-        return made
-
-
-def _load(name: str, target: object, config: CompressionConfig, local_files_only: bool) -> PromptCompressor:
-    logger.info("loading the draft %s (once per process)", name)
-    try:
-        return PromptCompressor.from_pretrained(name, target=target, config=config, local_files_only=local_files_only)
-    except ModelNotAvailableError:
-        raise  # already names `crossprefill download ALIAS`
-    except (OSError, ValueError) as e:
-        known = ", ".join(sorted(EMBEDDED_MODELS))
-        raise ModelNotAvailableError(
-            f"could not load the draft {name!r}: {e}\nA draft is an embedded alias ({known}; install one with "
-            "`crossprefill download NAME`), a .gguf file, a local folder or a hub id; or pass compressor=."
-        ) from e
+    logger.debug("using the shared draft %s", name)
+    return PromptCompressor.shared(name, target=target, config=cfg, local_files_only=local_files_only)
 
 
 def _overridden(
@@ -256,9 +202,3 @@ def _overridden(
     if min_tokens is not None:
         changes["min_tokens"] = min_tokens
     return dataclasses.replace(config, **changes) if changes else config
-
-
-def _target_key(target: object) -> Hashable:
-    if target is None or isinstance(target, str):
-        return ("name", target)
-    return ("object", id(target))  # the cached compressor holds the target, so the id is not reused meanwhile

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 import torch
-from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor, resolve_target, testing
+from crossprefill_agents import CompressionConfig, PromptCompressor, testing
+from crossprefill_agents.draft import DraftModel
+from crossprefill_agents.targets import resolve_target
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ChatResponseAsyncGen, ChatResponseGen
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.instrumentation import get_dispatcher

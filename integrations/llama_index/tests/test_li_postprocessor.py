@@ -11,7 +11,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from crossprefill_agents import CompressionConfig, DraftModel, PromptCompressor
+from crossprefill_agents import CompressionConfig, PromptCompressor
+from crossprefill_agents.draft import DraftModel
 from crossprefill_agents.testing import filler_text
 from llama_index.core.schema import (
     MediaResource,
@@ -304,24 +305,25 @@ def test_serialises_and_names_itself(compressor: PromptCompressor) -> None:
 
 def test_components_built_from_names_share_one_loaded_draft(monkeypatch: pytest.MonkeyPatch, tiny: DraftModel) -> None:
     """draft=/target= names are loaded once per process: a second component with the same names, or another
-    config, reuses the loaded draft (and memo store) instead of loading it again."""
-    from llama_index.postprocessor.crossprefill import _shared
+    config, runs over the loaded draft (and memo store) instead of loading it again."""
+    loads: list[str] = []
 
-    loads: list[tuple[str, object]] = []
+    def fake_from_pretrained(name: str, *, local_files_only: bool = False) -> PromptCompressor:
+        loads.append(name)
+        return PromptCompressor(tiny, target=len)
 
-    def fake_from_pretrained(name: str, *, target: object = None, config: Any = None) -> PromptCompressor:
-        loads.append((name, target))
-        return PromptCompressor(tiny, target=len, config=config)
-
-    monkeypatch.setattr(_shared, "_LOADED", {})
-    monkeypatch.setattr(_shared, "_BY_CONFIG", {})
-    monkeypatch.setattr(_shared.PromptCompressor, "from_pretrained", staticmethod(fake_from_pretrained))
-    a = SpeculativePrefillPostprocessor(draft="some-draft", target="cl100k_base")
-    b = SpeculativePrefillPostprocessor(draft="some-draft", target="cl100k_base", keep_rate=0.5)
-    c = SpeculativePrefillPostprocessor(
-        draft="some-draft", target="cl100k_base", config=CompressionConfig(min_tokens=1)
-    )
-    assert loads == [("some-draft", "cl100k_base")]
-    assert a.compressor is b.compressor  # keep_rate is a per-call override, not another compressor
-    assert c.compressor is not a.compressor and c.compressor.draft is a.compressor.draft
-    assert c.compressor.memo is a.compressor.memo and c.compressor.config.min_tokens == 1
+    PromptCompressor.release_shared()
+    monkeypatch.setattr(PromptCompressor, "from_pretrained", staticmethod(fake_from_pretrained))
+    try:
+        a = SpeculativePrefillPostprocessor(draft="some-draft", target="cl100k_base")
+        b = SpeculativePrefillPostprocessor(draft="some-draft", target="cl100k_base", keep_rate=0.5)
+        c = SpeculativePrefillPostprocessor(
+            draft="some-draft", target="cl100k_base", config=CompressionConfig(min_tokens=1)
+        )
+    finally:
+        PromptCompressor.release_shared()
+    assert loads == ["some-draft"]
+    assert a.compressor.config == b.compressor.config  # keep_rate is a per-call override, not another config
+    for other in (b, c):
+        assert other.compressor.draft is a.compressor.draft and other.compressor.memo is a.compressor.memo
+    assert c.compressor.config.min_tokens == 1 and a.compressor.target.name == "cl100k_base"

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crossprefill_agents import CompressionConfig, PromptCompressor, resolve_target
+from crossprefill_agents import CompressionConfig, PromptCompressor
+from crossprefill_agents.targets import resolve_target
 from langchain.agents import create_agent
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage

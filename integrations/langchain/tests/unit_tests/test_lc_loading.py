@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,59 +18,62 @@ from langchain_crossprefill import (
     SpeculativePrefillCompressor,
     SpeculativePrefillDocumentCompressor,
     SpeculativePrefillMiddleware,
-    _options,
 )
 from langchain_crossprefill.middleware import MiddlewareOptions
 
 
 @pytest.fixture
-def loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """Empty load caches, and PromptCompressor.from_pretrained replaced by a tiny draft that records each load."""
-    monkeypatch.setattr(_options, "_drafts", {})
-    monkeypatch.setattr(_options, "_loaded", {})
-    seen: list[tuple[str, Any]] = []
+def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """An empty process-wide registry, and PromptCompressor.from_pretrained replaced by a tiny draft that records
+    each load."""
+    PromptCompressor.release_shared()
+    seen: list[str] = []
 
-    def fake(name: str, *, target: Any = None, config: Any = None, local_files_only: bool = False) -> PromptCompressor:
-        seen.append((name, target))
-        return PromptCompressor(tiny_draft(), target=target, config=config)
+    def fake(name: str, *, local_files_only: bool = False) -> PromptCompressor:
+        seen.append(name)
+        return PromptCompressor(tiny_draft())
 
-    monkeypatch.setattr(_options.PromptCompressor, "from_pretrained", fake)
-    return seen
+    monkeypatch.setattr(PromptCompressor, "from_pretrained", fake)
+    yield seen
+    PromptCompressor.release_shared()
 
 
-def test_a_named_draft_loads_once_and_components_share_it(loads: list[tuple[str, Any]]) -> None:
-    """Four components naming one draft load it once; equal settings share one compressor, other budgets or
-    targets get their own compressor over the same draft model and memo store."""
+def _same_draft(a: PromptCompressor, b: PromptCompressor) -> bool:
+    return a.draft is b.draft and a.memo is b.memo and a.draft_cache is b.draft_cache
+
+
+def test_a_named_draft_loads_once_and_components_share_it(loads: list[str]) -> None:
+    """Four components naming one draft load it once and run over the same draft model, memo store and draft
+    cache, each with its own budget and target."""
     a = SpeculativePrefillCompressor(draft="smollm2-135m", target=len)
     b = SpeculativePrefillDocumentCompressor(draft="smollm2-135m", target=len)
     c = CompressingChatModel(
         model=ScriptedChatModel(script=lambda _: AIMessage("")), draft="smollm2-135m", target=len, keep_rate=0.5
     )
     d = SpeculativePrefillMiddleware(draft="smollm2-135m", target="cl100k_base")
-    assert loads == [("smollm2-135m", len)]
-    assert a.prompt_compressor is b.prompt_compressor
-    assert c.prompt_compressor is not a.prompt_compressor and c.prompt_compressor.config.keep_rate == 0.5
-    assert d.prompt_compressor.target.name == "cl100k_base"
-    for other in (c, d):
-        assert other.prompt_compressor.draft is a.prompt_compressor.draft
-        assert other.prompt_compressor.memo is a.prompt_compressor.memo
+    assert loads == ["smollm2-135m"]
+    assert a.prompt_compressor.config == b.prompt_compressor.config
+    assert c.prompt_compressor.config.keep_rate == 0.5 and a.prompt_compressor.config.keep_rate == 0.25
+    assert d.prompt_compressor.target.name == "cl100k_base" and a.prompt_compressor.target.count("ab c") == 4
+    for other in (b, c, d):
+        assert _same_draft(other.prompt_compressor, a.prompt_compressor)
 
 
-def test_the_default_draft_is_smollm2(loads: list[tuple[str, Any]]) -> None:
+def test_the_default_draft_is_smollm2(loads: list[str]) -> None:
     """With neither compressor= nor draft=, the embedded smollm2-135m is loaded."""
     SpeculativePrefillCompressor(target=len)
-    assert loads == [("smollm2-135m", len)]
+    assert loads == ["smollm2-135m"]
 
 
-def test_budget_options_over_a_ready_compressor_derive_a_sibling(compressor: PromptCompressor) -> None:
-    """keep_rate=/max_tokens=/min_tokens= with compressor=: a compressor over the same draft, target and memo with
-    that budget (one per budget, shared), the given one untouched; without them the given one is used as is."""
+def test_budget_options_over_a_ready_compressor_derive_a_view(compressor: PromptCompressor) -> None:
+    """keep_rate=/max_tokens=/min_tokens= with compressor=: a view over the same draft, target, memo and draft cache
+    with that budget, the given one untouched; without them the given one is used as is."""
     assert SpeculativePrefillCompressor(compressor=compressor).prompt_compressor is compressor
     one = SpeculativePrefillCompressor(compressor=compressor, keep_rate=0.5, max_tokens=40).prompt_compressor
     two = SpeculativePrefillDocumentCompressor(compressor=compressor, keep_rate=0.5, max_tokens=40).prompt_compressor
-    assert one is two and one is not compressor
+    assert one is not compressor and one.config == two.config
     assert (one.config.keep_rate, one.config.max_tokens) == (0.5, 40) and compressor.config.keep_rate == 0.25
-    assert one.draft is compressor.draft and one.memo is compressor.memo and one.target is compressor.target
+    assert _same_draft(one, compressor) and one.target is compressor.target
 
 
 def test_a_compressor_and_draft_names_together_are_refused(compressor: PromptCompressor) -> None:
@@ -78,7 +82,7 @@ def test_a_compressor_and_draft_names_together_are_refused(compressor: PromptCom
         with pytest.raises(ValueError, match="either compressor= or"):
             SpeculativePrefillCompressor(compressor=compressor, **extra)
     with pytest.raises(ValidationError):
-        SpeculativePrefillCompressor(compressor="not a compressor")  # type: ignore[,arg-type]
+        SpeculativePrefillCompressor(compressor="not a compressor")  # type: ignore[arg-type]
 
 
 @pytest.mark.filterwarnings("ignore:A test tried to use socket")  # transformers looks up the hub host; blocked

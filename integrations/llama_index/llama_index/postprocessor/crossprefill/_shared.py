@@ -1,24 +1,16 @@
-"""One loaded draft per (draft, target) in a process, shared by every component that names it.
+"""One loaded draft per name in a process, shared by every component that names it.
 
 ``SpeculativePrefillPostprocessor(draft="smollm2-135m", target="cl100k_base")`` and a
-``CompressingLLM`` built with the same names get compressors over the same
-:class:`~crossprefill_agents.DraftModel` (loaded once through
-:meth:`PromptCompressor.from_pretrained`) and the same memo store; a different
-:class:`CompressionConfig` gets its own compressor over that draft, never a second copy
-of the weights.
+``CompressingLLM`` built with the same names get compressors over the same draft (loaded
+once through :meth:`PromptCompressor.shared`), memo store and draft cache; a different
+:class:`CompressionConfig` gets a view of it, never a second copy of the weights.
 """
 
 from __future__ import annotations
 
-import threading
-
 from crossprefill_agents import CompressionConfig, PromptCompressor
 
 __all__ = ["check_budget", "resolve_compressor", "shared_compressor", "with_budget"]
-
-_LOADED: dict[tuple[str, str | None], PromptCompressor] = {}  # (draft, target) -> the first compressor loaded
-_BY_CONFIG: dict[tuple[str, str | None, CompressionConfig], PromptCompressor] = {}
-_LOCK = threading.Lock()
 
 
 def check_budget(keep_rate: float | None, max_tokens: int | None) -> None:
@@ -27,7 +19,7 @@ def check_budget(keep_rate: float | None, max_tokens: int | None) -> None:
 
 
 def shared_compressor(draft: str, target: str | None, config: CompressionConfig | None = None) -> PromptCompressor:
-    """The process-wide compressor for ``(draft, target, config)``; the draft is loaded on first use only."""
+    """The process-wide compressor for ``(draft, target, config)`` (:meth:`PromptCompressor.shared`)."""
     if not isinstance(draft, str) or not draft:
         raise TypeError(f"draft must be a non-empty draft name (e.g. 'smollm2-135m'), got {draft!r}")
     if target is not None and not isinstance(target, str):
@@ -35,20 +27,7 @@ def shared_compressor(draft: str, target: str | None, config: CompressionConfig 
             f"target must be a tokenizer name (e.g. 'cl100k_base') or None, got {type(target).__name__}; "
             "for a tokenizer object or a callable, build PromptCompressor(..., target=...) and pass compressor="
         )
-    cfg = config if config is not None else CompressionConfig()
-    with _LOCK:
-        pc = _BY_CONFIG.get((draft, target, cfg))
-        if pc is not None:
-            return pc
-        base = _LOADED.get((draft, target))
-        if base is None:
-            pc = _LOADED[(draft, target)] = PromptCompressor.from_pretrained(draft, target=target, config=cfg)
-        elif base.config == cfg:
-            pc = base
-        else:  # the same weights, another config
-            pc = PromptCompressor(base.draft, target=base.target, config=cfg, memo=base.memo)
-        _BY_CONFIG[(draft, target, cfg)] = pc
-        return pc
+    return PromptCompressor.shared(draft, target=target, config=config)
 
 
 def resolve_compressor(
@@ -77,9 +56,8 @@ def resolve_compressor(
 
 
 def with_budget(pc: PromptCompressor, keep_rate: float | None, max_tokens: int | None) -> PromptCompressor:
-    """``pc`` itself when no budget is given, else a compressor over the same draft, target and memo store whose
-    config carries the budget (sessions read the budget from their compressor's config)."""
+    """``pc`` itself when no budget is given, else a view of it (same draft, target, memo store and draft cache)
+    whose config carries the budget (sessions read the budget from their compressor's config)."""
     if keep_rate is None and max_tokens is None:
         return pc
-    cfg = pc.config.with_overrides(keep_rate=keep_rate, max_tokens=max_tokens)
-    return PromptCompressor(pc.draft, target=pc.target, config=cfg, memo=pc.memo)
+    return pc.with_config(pc.config.with_overrides(keep_rate=keep_rate, max_tokens=max_tokens))

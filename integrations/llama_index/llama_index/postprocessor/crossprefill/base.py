@@ -214,7 +214,7 @@ class SpeculativePrefillPostprocessor(BaseNodePostprocessor):
                 nodes_dropped=dropped,
                 original_tokens=sum(r.original_tokens for r in results),
                 compressed_tokens=sum(r.compressed_tokens for r in results),
-                draft_s=(timings.draft_prefill_s + timings.lookahead_s) if timings else 0.0,
+                draft_s=(timings.draft_prefill_s + timings.query_s) if timings else 0.0,
                 total_s=timings.total_s if timings else 0.0,
                 fallback_reason=reasons[0] if reasons else None,
             )
