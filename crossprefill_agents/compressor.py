@@ -15,7 +15,7 @@ from .config import CompressionConfig, Recompress, SessionConfig, check_keep_rat
 from .draft import DraftModel, DraftPrefix, load_draft
 from .ranking import rank_units
 from .results import CompressionResult, DraftScores, Timings, fail_open, unchanged
-from .selection import protected_spans, select
+from .selection import layout_for, protected_spans, select
 from .session import CompressionSession
 from .stores import ByteLRU, InMemoryMemoStore, MemoStore
 from .targets import TokenCounter, resolve_target
@@ -330,9 +330,11 @@ class PromptCompressor:
         """Units -> ranking -> the kept spans within the budget, one result per document."""
         cfg, x = budget.config, budget.config.experimental
         t1 = time.perf_counter()
+        layouts = [layout_for(d, cfg) for d in docs]
         units = cut_units(
             docs,
             scored,
+            layouts,
             unit=x.unit,
             chunk_size=x.chunk_size,
             max_sentence_tokens=x.max_sentence_tokens,
@@ -348,7 +350,14 @@ class PromptCompressor:
         )
         protected = [protected_spans(d, cfg.protect_patterns) for d in docs]
         chosen = select(
-            docs, units, priority, protected, budget=budget.cap, count=self.target.count, delimiter=cfg.delimiter
+            docs,
+            units,
+            priority,
+            protected,
+            budget=budget.cap,
+            count=self.target.count,
+            delimiter=cfg.delimiter,
+            layouts=layouts,
         )
         t2 = time.perf_counter()
         timings = Timings(
@@ -365,6 +374,7 @@ class PromptCompressor:
                 budget_tokens=budget.cap if len(docs) == 1 else round(budget.cap * n_orig / total),
                 draft_tokens=len(scored.tokens[i].ids),
                 timings=timings,
+                kept_paths=chosen.paths[i],
             )
             for i, n_orig in enumerate(budget.originals)
         ]

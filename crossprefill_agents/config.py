@@ -23,6 +23,7 @@ QueryPosition = Literal["after", "both"]
 Scorer = Literal["question", "lookahead"]
 ParagraphScore = Literal["mean", "best_unit"]
 Heads = tuple[tuple[int, int], ...] | Literal["auto"]
+Structure = Literal["auto", "text"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class CompressionConfig:
     query. Selection: each sentence or line scores the mean of its tokens, rank-fused with
     its idf query-word overlap (``lexical_weight``); coarse-to-fine then adds
     ``paragraph_weight`` x the rank of its paragraph, read as one unit the same way.
+
+    Structure: with ``structure="auto"`` a JSON context is cut into its values and comes back
+    as valid JSON, and code, logs, tables and JSON lines into whole lines (see
+    :mod:`crossprefill_agents.structure`); prose, and everything with ``"text"``, into sentences.
     """
 
     # --- budget (in target tokens) ---
@@ -96,6 +101,7 @@ class CompressionConfig:
     paragraph_weight: float = 2.0  # coarse-to-fine: a unit's rank + this x its paragraph's rank (0 = units alone)
 
     # --- output ---
+    structure: Structure = "auto"  # "auto": JSON stays valid JSON, code/logs/tables keep whole lines; "text": all prose
     delimiter: str = " [...] "  # joins kept spans that have a gap between them
     protect: tuple[str, ...] = ()  # regular expressions whose matches are never dropped
 
@@ -123,6 +129,7 @@ class CompressionConfig:
             raise ValueError(
                 f"paragraph_weight must be a finite number >= 0 (0 = units alone), got {self.paragraph_weight!r}"
             )
+        _choice("structure", self.structure, ("auto", "text"))
         if not isinstance(self.delimiter, str):
             raise TypeError(f"delimiter must be a str, got {type(self.delimiter).__name__}")
         if self.window_tokens is not None:
@@ -142,9 +149,10 @@ class CompressionConfig:
         """The faithful published speculative-prefill scorer: 8 look-ahead tokens, kernel 13, 32-token chunks.
 
         No sentence units, no lexical fusion, no paragraph prior, every head of every layer votes, chunk edges
-        are not moved: the reference row of every benchmark table.
+        are not moved, every context is text: the reference row of every benchmark table.
         """
         return cls(
+            structure="text",
             lexical_weight=0.0,
             paragraph_weight=0.0,
             experimental=ExperimentalOptions(

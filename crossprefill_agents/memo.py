@@ -69,6 +69,7 @@ def result_from_payload(payload: dict[str, Any]) -> CompressionResult:
             budget_tokens=_typed(payload["budget_tokens"], int),
             draft_tokens=_typed(payload["draft_tokens"], int),
             timings=Timings(),
+            kept_paths=tuple(_typed(p, str) for p in payload.get("kept_paths", ())),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a compression payload: {type(e).__name__}: {e}") from e

@@ -100,7 +100,9 @@ class CompressionResult:
     """One compressed context.
 
     ``kept_spans`` are ``(start, end)`` character offsets into the original context, in
-    order and non-overlapping; ``text`` is their slices joined by the delimiter.
+    order and non-overlapping. For prose ``text`` is their slices joined by the delimiter; for
+    line-oriented text it keeps them on their lines, and for JSON it is the valid JSON document
+    holding the kept values (``kept_paths``), see ``selection.render_layout``.
     """
 
     text: str
@@ -112,6 +114,7 @@ class CompressionResult:
     draft_tokens: int  # draft tokens of this context (0 when the draft did not run)
     timings: Timings
     fallback_reason: str | None = None  # why the context was passed through after a draft failure
+    kept_paths: tuple[str, ...] = ()  # a JSON context: the paths of the values kept ("$.flights[3]")
 
     @property
     def saved_tokens(self) -> int:

@@ -8,6 +8,7 @@ Protected spans (matches of the user's patterns) are always kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -15,11 +16,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import CompressionConfig
 from .results import Span
+from .structure import PROSE, JSONNode, Layout, layout_of, line_spans
 from .text import is_word_boundary
 from .units import Unit
 
-__all__ = ["Selection", "merge_spans", "protected_spans", "render", "select", "trim_spans"]
+__all__ = [
+    "Rendering",
+    "Selection",
+    "layout_for",
+    "merge_spans",
+    "protected_spans",
+    "render",
+    "render_layout",
+    "render_spans",
+    "select",
+    "trim_spans",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +47,7 @@ class Selection:
     tokens: tuple[int, ...]  # per document: target tokens of ``texts``
     budget: int
     protected_over_budget: bool  # the protected spans alone exceed the budget (they are kept anyway)
+    paths: tuple[tuple[str, ...], ...] = ()  # per document: JSON paths of the kept values (empty for text)
 
 
 def protected_spans(text: str, patterns: Sequence[re.Pattern[str]]) -> list[Span]:
@@ -91,6 +106,7 @@ def select(
     budget: int,
     count: Callable[[str], int],
     delimiter: str,
+    layouts: Sequence[Layout] | None = None,
 ) -> Selection:
     """Keep the best units of all documents within ``budget`` target tokens in total.
 
@@ -98,7 +114,9 @@ def select(
     Units are added in that order, cut by cut (so the last unit may be kept in part); the
     number of target tokens of the rendered documents is counted with ``count`` and the
     longest prefix of that order whose count fits the budget is kept (binary search).
-    Protected spans are always kept, even when they alone exceed the budget.
+    Protected spans (and each layout's required spans) are always kept, even when they alone
+    exceed the budget. Each document is rendered as its layout says (:func:`render_layout`;
+    prose when ``layouts`` is None).
     """
     if len(priority) != len(units):
         raise ValueError(f"priority has {len(priority)} entries for {len(units)} units")
@@ -108,19 +126,21 @@ def select(
     step_cut = np.array([c for i in order for c in units[i].cuts], dtype=np.int64)  # (steps,)
     step_rank = np.array([r for r, i in enumerate(order) for _ in units[i].cuts], dtype=np.int64)
 
-    def build(s: int) -> tuple[list[list[Span]], list[str], list[int]]:
-        per_doc: list[list[Span]] = [list(p) for p in protected]
+    shapes = list(layouts) if layouts is not None else [PROSE] * len(texts)
+    fixed = [[*p, *shape.required] for p, shape in zip(protected, shapes, strict=True)]
+
+    def build(s: int) -> tuple[list[Rendering], list[int]]:
+        per_doc: list[list[Span]] = [list(p) for p in fixed]
         if s > 0:
             rank = int(step_rank[s - 1])
             for i in order[:rank]:
                 per_doc[units[i].doc].append((units[i].start, units[i].end))
             u = units[int(step_unit[s - 1])]
             per_doc[u.doc].append((u.start, int(step_cut[s - 1])))
-        spans = [merge_spans(t, sp) for t, sp in zip(texts, per_doc, strict=True)]
-        rendered = [render(t, sp, delimiter) for t, sp in zip(texts, spans, strict=True)]
-        return spans, rendered, [count(r) if r else 0 for r in rendered]
+        rendered = [render_layout(t, sp, shape, delimiter) for t, sp, shape in zip(texts, per_doc, shapes, strict=True)]
+        return rendered, [count(r.text) if r.text else 0 for r in rendered]
 
-    lo_spans, lo_texts, lo_tokens = build(0)
+    lo_rendered, lo_tokens = build(0)
     over = sum(lo_tokens) > budget
     if over:
         logger.warning(
@@ -132,15 +152,128 @@ def select(
         lo, hi = 0, len(step_cut)  # invariant: build(lo) fits
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            spans, rendered, tokens = build(mid)
+            rendered, tokens = build(mid)
             if sum(tokens) <= budget:
-                lo, lo_spans, lo_texts, lo_tokens = mid, spans, rendered, tokens
+                lo, lo_rendered, lo_tokens = mid, rendered, tokens
             else:
                 hi = mid - 1
     return Selection(
-        spans=tuple(tuple(s) for s in lo_spans),
-        texts=tuple(lo_texts),
+        spans=tuple(r.spans for r in lo_rendered),
+        texts=tuple(r.text for r in lo_rendered),
         tokens=tuple(lo_tokens),
         budget=budget,
         protected_over_budget=over,
+        paths=tuple(r.paths for r in lo_rendered),
     )
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """One document's kept spans and the text they render to."""
+
+    spans: tuple[Span, ...]  # merged, ordered; for JSON the kept values (keys included)
+    text: str
+    paths: tuple[str, ...] = ()  # JSON: the paths of the kept values
+
+
+def layout_for(text: str, config: CompressionConfig) -> Layout:
+    """The layout ``config`` gives ``text`` (``structure``; JSON values up to ~max_sentence_tokens are units)."""
+    return layout_of(text, structure=config.structure, max_unit_chars=4 * config.experimental.max_sentence_tokens)
+
+
+def render_spans(text: str, spans: Sequence[Span], config: CompressionConfig) -> str:
+    """What ``spans`` of ``text`` render to under ``config``: the text a compression keeping them sends."""
+    return render_layout(text, spans, layout_for(text, config), config.delimiter).text
+
+
+def render_layout(text: str, spans: Sequence[Span], layout: Layout, delimiter: str) -> Rendering:
+    """Render kept ``spans`` of ``text`` the way its layout needs.
+
+    Prose: the merged spans joined by ``delimiter``. Lines: whole lines kept on their own lines (with their
+    indentation), each run of dropped lines one line holding the delimiter's text, pieces of a cut line joined
+    by ``delimiter``. JSON: valid JSON holding the kept values under their keys, a dropped run of array
+    elements counted in one ``"... N more items"`` element at the array's end.
+    """
+    if layout.kind == "json" and layout.tree is not None:
+        return _render_json(text, spans, layout)
+    merged = tuple(merge_spans(text, spans))
+    if layout.kind == "lines":
+        return Rendering(merged, _render_lines(text, merged, delimiter))
+    return Rendering(merged, render(text, merged, delimiter))
+
+
+def _render_lines(text: str, spans: Sequence[Span], delimiter: str) -> str:
+    gap_line = delimiter.strip() or "[...]"
+    newline = "\r\n" if "\r\n" in text else "\n"
+    out: list[str] = []
+    gap = blank = False
+    k = 0  # first span that may reach the current line
+    for ls, le in line_spans(text):
+        if not text[ls:le].strip():
+            blank = True
+            continue
+        while k < len(spans) and spans[k][1] <= ls:
+            k += 1
+        pieces = [(max(s, ls), min(e, le)) for s, e in spans[k:] if s < le and e > ls]
+        pieces = trim_spans(text, pieces)
+        if not pieces:
+            gap, blank = True, False
+            continue
+        if gap or (not out and _has_text_before(text, ls)):
+            out.append(gap_line)
+        elif blank and out:
+            out.append("")
+        gap = blank = False
+        indent = text[ls:le][: len(text[ls:le]) - len(text[ls:le].lstrip())]
+        line = delimiter.join(text[a:b] for a, b in pieces)
+        if pieces[0][0] > ls + len(indent):
+            line = delimiter.lstrip() + line
+        if pieces[-1][1] < le - (len(text[ls:le]) - len(text[ls:le].rstrip())):
+            line += delimiter.rstrip()
+        out.append(indent + line)
+    if gap and out:
+        out.append(gap_line)
+    return newline.join(out)
+
+
+def _has_text_before(text: str, pos: int) -> bool:
+    return bool(text[:pos].strip())
+
+
+def _render_json(text: str, spans: Sequence[Span], layout: Layout) -> Rendering:
+    kept_ids = {
+        id(leaf) for leaf in layout.leaves if any(s < leaf.end and e > leaf.member_start for s, e in spans if e > s)
+    }
+
+    def emit(node: JSONNode) -> str | None:
+        if id(node) in kept_ids:
+            return text[node.start : node.end]
+        if node.kind == "scalar" or not node.children:
+            return None
+        parts, dropped = [], 0
+        for child in node.children:
+            body = emit(child)
+            if body is None:
+                dropped += 1
+            elif child.key is not None:
+                parts.append(f"{text[child.key[0] : child.key[1]]}: {body}")
+            else:
+                parts.append(body)
+        if not parts:
+            return None
+        if node.kind == "array" and dropped:
+            parts.append(json.dumps(f"... {dropped} more items"))
+        return ("{" if node.kind == "object" else "[") + ", ".join(parts) + ("}" if node.kind == "object" else "]")
+
+    tree = layout.tree
+    assert tree is not None
+    body = emit(tree)
+    if body is None:
+        empty = tree.kind == "array" and tree.children
+        body = (
+            f"[{json.dumps(f'... {len(tree.children)} more items')}]"
+            if empty
+            else ("{}" if tree.kind == "object" else "[]")
+        )
+    kept = [leaf for leaf in layout.leaves if id(leaf) in kept_ids]
+    return Rendering(tuple((leaf.member_start, leaf.end) for leaf in kept), body, tuple(leaf.path for leaf in kept))

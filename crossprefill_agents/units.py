@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .results import DraftScores, Span
+from .structure import Layout, line_spans
 from .text import is_word_boundary, is_word_start, sentence_starts
 
 __all__ = [
@@ -41,20 +42,35 @@ class Unit:
     end: int
     score: float  # mean draft score of the unit's tokens
     cuts: tuple[int, ...]  # ascending positions in (start, end] where the unit may be cut; last is ``end``
+    group: int | None = None  # its paragraph for the ranking when not a blank-line block (a JSON value's parent)
 
 
 def cut_units(
     docs: Sequence[str],
     scores: DraftScores,
+    layouts: Sequence[Layout] | None = None,
     *,
     unit: str = "sentence",
     chunk_size: int = 32,
     max_sentence_tokens: int = 256,
     snap_to_words: bool = True,
 ) -> list[Unit]:
-    """Every document's units, in document order (see :func:`make_units`)."""
+    """Every document's units, in document order, as its layout wants them (prose when none is given).
+
+    Prose: :func:`make_units`. Lines: each line is one unit; a line longer than ``max_sentence_tokens``
+    draft tokens is cut into sentences and chunks like prose. JSON: each of the layout's leaves (a value,
+    with its key for a member) is one unit, kept or dropped whole, grouped with its siblings for the
+    paragraph ranking (``Unit.group``: the parent container).
+    """
     units: list[Unit] = []
     for i, (doc, toks, sc) in enumerate(zip(docs, scores.tokens, scores.scores, strict=True)):
+        kind = layouts[i].kind if layouts is not None else "prose"
+        if kind == "json":
+            units += _json_units(doc, toks.offsets, sc, layouts[i], doc_index=i)  # type: ignore[index]
+            continue
+        if kind == "lines":
+            units += _line_units(doc, toks.offsets, sc, i, chunk_size, max_sentence_tokens, snap_to_words)
+            continue
         units += make_units(
             doc,
             toks.offsets,
@@ -65,6 +81,62 @@ def cut_units(
             unit=unit,
             max_sentence_tokens=max_sentence_tokens,
         )
+    return units
+
+
+def _json_units(
+    text: str, offsets: np.ndarray, token_scores: np.ndarray, layout: Layout, *, doc_index: int
+) -> list[Unit]:
+    spans = [(leaf.member_start, leaf.end) for leaf in layout.leaves]
+    means = span_means(offsets, token_scores, spans)  # (leaves,)
+    parent: dict[int, int] = {}  # id(node) -> id(its container)
+    stack = [layout.tree] if layout.tree is not None else []
+    while stack:
+        node = stack.pop()
+        for child in node.children:
+            parent[id(child)] = id(node)
+            stack.append(child)
+    group_of = {p: g for g, p in enumerate(dict.fromkeys(parent.get(id(leaf), -1) for leaf in layout.leaves))}
+    return [
+        Unit(doc_index, s, e, float(m), (e,), group=group_of[parent.get(id(leaf), -1)])
+        for leaf, (s, e), m in zip(layout.leaves, spans, means, strict=True)
+    ]
+
+
+def _line_units(
+    text: str,
+    offsets: np.ndarray,
+    token_scores: np.ndarray,
+    doc: int,
+    chunk_size: int,
+    max_sentence_tokens: int,
+    snap_to_words: bool,
+) -> list[Unit]:
+    units: list[Unit] = []
+    starts = offsets[:, 0] if len(offsets) else np.zeros(0, dtype=np.int64)
+    for ls, le in line_spans(text):
+        body_start = ls + len(text[ls:le]) - len(text[ls:le].lstrip())
+        if body_start >= le:
+            continue  # a blank line is no unit
+        first = int(np.searchsorted(starts, ls, side="left"))
+        last = int(np.searchsorted(starts, le, side="left"))
+        if last - first <= max_sentence_tokens:
+            (mean,) = span_means(offsets, token_scores, [(ls, le)])
+            units.append(Unit(doc, ls, le, float(mean), (le,)))
+            continue
+        line = text[ls:le]
+        local = offsets[first:last] - ls
+        for u in make_units(
+            line,
+            np.clip(local, 0, len(line)),
+            token_scores[first:last],
+            doc=doc,
+            chunk_size=chunk_size,
+            snap_to_words=snap_to_words,
+            unit="sentence",
+            max_sentence_tokens=max_sentence_tokens,
+        ):
+            units.append(Unit(doc, u.start + ls, u.end + ls, u.score, tuple(c + ls for c in u.cuts)))
     return units
 
 
@@ -148,11 +220,18 @@ def _snap(text: str, pos: int, lo: int, hi: int) -> int:
 def paragraph_ids(texts: Sequence[str], units: Sequence[Unit]) -> np.ndarray:
     """``(units,)``: the paragraph each unit starts in, numbered across all documents.
 
-    Paragraphs are separated by blank lines; a document without blank lines is one paragraph.
+    Paragraphs are separated by blank lines; a document without blank lines is one paragraph. Units that
+    carry a ``group`` (JSON values) are a paragraph per group of their document instead.
     """
     ends = [[m.end() for m in _BLANK_LINE.finditer(t)] for t in texts]  # per document: where paragraphs start
     first = np.cumsum([0, *(len(e) + 1 for e in ends)])  # id of each document's first paragraph
-    return np.array([first[u.doc] + np.searchsorted(ends[u.doc], u.start, side="right") for u in units], dtype=np.int64)
+    ids = np.array([first[u.doc] + np.searchsorted(ends[u.doc], u.start, side="right") for u in units], dtype=np.int64)
+    if all(u.group is None for u in units):
+        return ids
+    # Units with a group (a JSON value's parent) form paragraphs of their own, numbered in document order.
+    keys = [(u.doc, 0, int(i)) if u.group is None else (u.doc, 1, u.group) for u, i in zip(units, ids, strict=True)]
+    order = {k: n for n, k in enumerate(dict.fromkeys(sorted(keys)))}
+    return np.array([order[k] for k in keys], dtype=np.int64)
 
 
 def paragraph_spans(units: Sequence[Unit], groups: np.ndarray) -> list[tuple[int, int, int]]:

@@ -34,6 +34,7 @@ LAYERS = (
     "config",
     "results",
     "text",
+    "structure",
     "targets",
     "scoring",
     "draft.prefix",
