@@ -240,8 +240,12 @@ def parse_tool_calls(
 
     # 2. fenced blocks outside the tags
     fenced: list[tuple[int, int, Any, str]] = []
+    code: list[tuple[int, int]] = []  # fences in other languages: their braces are code, never calls
     for m in _FENCE.finditer(text):
-        if _inside(m.start(), cuts) or m.group(1).lower() not in _JSON_FENCES:
+        if _inside(m.start(), cuts):
+            continue
+        if m.group(1).lower() not in _JSON_FENCES:
+            code.append((m.start(), m.end()))
             continue
         body = m.group(2).strip()
         obj = _loads(body)
@@ -255,7 +259,7 @@ def parse_tool_calls(
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch not in "{[" or _inside(i, cuts):
+        if ch not in "{[" or _inside(i, cuts) or _inside(i, code):
             i += 1
             continue
         try:
