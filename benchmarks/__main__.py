@@ -11,6 +11,7 @@ def main() -> None:
         "quality": "benchmarks.quality",
         "ablation": "benchmarks.ablation",
         "agent": "benchmarks.agent",
+        "target-runtime": "benchmarks.target_runtime",
     }
     if len(sys.argv) < 2 or sys.argv[1] not in suites:
         sys.exit(f"usage: python -m benchmarks {{{','.join(suites)}}} [options]  (--help after a suite name)")
