@@ -699,16 +699,16 @@ class LocalChatModel:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if isinstance(stop, str):
             stop = [stop]
-        t0 = time.perf_counter()
         schemas = normalize_tools(tools)
-        ids = self.prompt_ids(messages, tools=schemas)
-        if not ids:
-            raise ValueError("the rendered prompt is empty")
-        with self._lock:
+        with self._lock:  # the tokenizer too: a fast tokenizer's padding/truncation state is not thread safe
+            t0 = time.perf_counter()
+            ids = self.prompt_ids(messages, tools=schemas)
+            if not ids:
+                raise ValueError("the rendered prompt is empty")
             gen = self.engine.generate(
                 ids, max_new_tokens=max_new_tokens, stop_ids=self.stop_ids, stop=tuple(stop or ())
             )
-        raw = gen.text if gen.text is not None else self.tokenizer.decode(gen.ids, skip_special_tokens=True)
+            raw = gen.text if gen.text is not None else self.tokenizer.decode(gen.ids, skip_special_tokens=True)
         if schemas:
             text, calls, invalid = parse_tool_calls(raw, [s["function"]["name"] for s in schemas])
         else:
