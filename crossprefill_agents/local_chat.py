@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "DEFAULT_BACKEND",
+    "DEFAULT_THREADS",
     "ChatReply",
     "InvalidToolCall",
     "LocalChatModel",
@@ -53,6 +54,7 @@ Backend = Literal["transformers", "xllamacpp"]
 
 # Chosen by benchmarks/target_runtime.py (results in benchmarks/results/target-runtime.md); see LocalChatModel.
 DEFAULT_BACKEND: Backend = "transformers"
+DEFAULT_THREADS = 1  # CPU threads per call when threads=None (measured best on the shared 2-core machine)
 
 _ROLES = ("system", "user", "assistant", "tool")
 
@@ -521,9 +523,7 @@ class _LlamaCppEngine:
             raise ImportError(
                 "the xllamacpp backend needs the xllamacpp wheel: pip install 'crossprefill-agents[local]'"
             ) from e
-        import os
-
-        n_threads = threads or max(1, min(4, os.cpu_count() or 1))
+        n_threads = threads or DEFAULT_THREADS
         params = xllamacpp.CommonParams()
         params.model.path = str(gguf)
         params.n_ctx = n_ctx
@@ -585,9 +585,24 @@ class _LlamaCppEngine:
 class LocalChatModel:
     """Greedy chat with tools on a local model; one call at a time (a lock), KV prefix reused between calls.
 
-    Backends, chosen by ``python -m benchmarks target-runtime`` on this 2-core machine
-    (benchmarks/results/target-runtime.md): ``"transformers"`` (bf16 by default) and
-    ``"xllamacpp"`` (llama.cpp on the GGUF; ``pip install 'crossprefill-agents[local]'``).
+    The default, transformers in bf16 on one thread, is what ``python -m benchmarks target-runtime``
+    measured best for Qwen2.5-Coder-1.5B on this project's 2-core machine
+    (benchmarks/results/target-runtime.md; two runs, one on a quiet and one on a busy machine):
+
+    - it prefills 5-7x faster than llama.cpp (176-221 tokens/s at 1k-4k tokens against 24-32
+      quiet; 102-142 against 24-27 busy): the AVX-512 BF16 matmuls, which the prebuilt AVX2
+      xllamacpp wheel cannot use. Prefill is most of what the benchmarks ask of the target
+      (answers from 2k-16k-token prompts, a few tokens out), and of a cold agent step: a
+      1.6k-token prompt answered with a 40-token call takes 22.8 s against 59.1 s quiet
+      (52.6 against 59.2 busy);
+    - one thread beats two by 2-4x on every measure here (the cores are shared: two threads
+      wait on each other whenever one is descheduled); on a dedicated machine pass ``threads=``;
+    - float32 prefills 5-8x slower and takes 10.9 GB instead of 3.8 GB.
+
+    llama.cpp (``backend="xllamacpp"``, ``pip install 'crossprefill-agents[local]'``) decodes
+    2.5-5x faster (6-7 tokens/s against 1.3-2.7), so it wins where decoding dominates: an
+    agent's next step, whose prompt is mostly reused, took 17.7 s against 38.7 s on the busy
+    machine (19.6 against 17.0 quiet). Choose it for long answers on short new input.
     """
 
     def __init__(self, engine: _Engine, tokenizer: Any, *, name: str) -> None:
@@ -619,7 +634,7 @@ class LocalChatModel:
         """Wrap a transformers causal LM and its tokenizer (which must have a chat template)."""
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template; set tokenizer.chat_template first")
-        engine = _TransformersEngine(model, tokenizer, threads=threads, prefill_chunk=prefill_chunk)
+        engine = _TransformersEngine(model, tokenizer, threads=threads or DEFAULT_THREADS, prefill_chunk=prefill_chunk)
         return cls(engine, tokenizer, name=name or getattr(model.config, "name_or_path", "") or type(model).__name__)
 
     @classmethod
@@ -635,12 +650,13 @@ class LocalChatModel:
     ) -> LocalChatModel:
         """Load an embedded target (``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``) or a converted folder.
 
-        ``backend=None`` takes :data:`DEFAULT_BACKEND`. ``threads`` bounds the CPU threads of a
-        call (``None``: torch's setting; llama.cpp: up to 4). ``dtype`` is the transformers
-        weights' dtype (default ``torch.bfloat16``: on CPUs with AVX-512 BF16 it prefills ~3.5x
-        faster than float32). ``n_ctx`` is llama.cpp's context size (its KV cache is allocated
-        at load). Raises :class:`~crossprefill_agents.ModelNotAvailableError` naming
-        ``crossprefill download NAME`` when an embedded target is not downloaded.
+        ``backend=None`` takes :data:`DEFAULT_BACKEND`. ``threads`` is the CPU threads of a
+        call (``None``: :data:`DEFAULT_THREADS`; torch's global setting is restored after each
+        call). ``dtype`` is the transformers weights' dtype (default ``torch.bfloat16``: on CPUs
+        with AVX-512 BF16 it prefilled 5-8x faster than float32 here). ``n_ctx`` is llama.cpp's
+        context size (its KV cache is allocated at load). Raises
+        :class:`~crossprefill_agents.ModelNotAvailableError` naming ``crossprefill download NAME``
+        when an embedded target is not downloaded.
         """
         from transformers import AutoTokenizer
 
@@ -663,7 +679,9 @@ class LocalChatModel:
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.bfloat16)
-            engine = _TransformersEngine(model, tokenizer, threads=threads, prefill_chunk=prefill_chunk)
+            engine = _TransformersEngine(
+                model, tokenizer, threads=threads or DEFAULT_THREADS, prefill_chunk=prefill_chunk
+            )
         else:
             raise ValueError(f"backend must be 'transformers' or 'xllamacpp', got {chosen!r}")
         return cls(engine, tokenizer, name=source)
