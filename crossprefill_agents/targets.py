@@ -112,6 +112,8 @@ def resolve_target(target: object, *, local_files_only: bool = False) -> TokenCo
 
     - a :class:`TokenCounter` is used as is;
     - a tiktoken encoding name (``"cl100k_base"``) or an OpenAI model name (``"gpt-4o"``);
+    - an embedded target alias (``"qwen2.5-coder-1.5b"``): its tokenizer from the folder that
+      ``crossprefill download`` writes (:class:`ModelNotAvailableError` naming that command if absent);
     - a transformers tokenizer object, or a hub id / folder to load one from;
     - any callable ``str -> int``.
     """
@@ -119,6 +121,12 @@ def resolve_target(target: object, *, local_files_only: bool = False) -> TokenCo
         return target
     if isinstance(target, (str, os.PathLike)):
         name = str(target)
+        from .embedded_targets import EMBEDDED_TARGETS, embedded_target_dir
+
+        if name in EMBEDDED_TARGETS:
+            from transformers import AutoTokenizer
+
+            return _HFTokenizer(name, AutoTokenizer.from_pretrained(embedded_target_dir(name)))
         try:
             import tiktoken
         except ImportError:
