@@ -12,6 +12,8 @@ def main() -> None:
         "ablation": "benchmarks.ablation",
         "agent": "benchmarks.agent",
         "structured": "benchmarks.structured",
+        "answers": "benchmarks.answers",
+        "ttft": "benchmarks.ttft",
         "target-runtime": "benchmarks.target_runtime",
     }
     if len(sys.argv) < 2 or sys.argv[1] not in suites:
