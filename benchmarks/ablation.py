@@ -106,7 +106,7 @@ def run(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str, ...])
     return _result(datasets, n, length, examples, rows, seconds)
 
 
-LEVERS: dict[str, tuple[bool, dict[str, Any]]] = {  # name -> (int8 draft, config fields)
+LEVERS: dict[str, tuple[bool, dict[str, Any]]] = {  # name -> (int8 draft, experimental options)
     "look-ahead 8": (False, {"lookahead": 8}),
     "look-ahead 2": (False, {"lookahead": 2}),
     "look-ahead 0": (False, {"lookahead": 0}),
@@ -127,7 +127,7 @@ def run_levers(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str
         int8 = load_draft(draft, quantize="int8")
         for lever, (quantized, fields) in LEVERS.items():
             model = int8 if quantized else plain
-            score_cfg = CompressionConfig(**fields)
+            score_cfg = CompressionConfig().with_experimental(**fields)
             readers = _lexical_readers(model, (0.7, 0.0), **fields)
             _timed_pass(model, f"{draft} {lever}", examples, score_cfg, readers, rows, seconds)
         del plain, int8
@@ -230,11 +230,14 @@ def run_heads(datasets: tuple[str, ...], n: int, length: int, drafts: tuple[str,
     return result
 
 
-def _lexical_readers(model: DraftModel, weights: tuple[float, ...], **fields: Any) -> dict[str, PromptCompressor]:
-    """Readers at several fusion weights, without the paragraph prior (the modes recorded before it existed)."""
+def _lexical_readers(model: DraftModel, weights: tuple[float, ...], **levers: Any) -> dict[str, PromptCompressor]:
+    """Readers at several fusion weights, without the paragraph prior (the modes recorded before it existed);
+    ``levers`` are experimental options of the pass."""
     return {
         f"lexical {w}": PromptCompressor(
-            model, target=TARGET, config=CompressionConfig(**fields, lexical_weight=w, paragraph_weight=0.0)
+            model,
+            target=TARGET,
+            config=CompressionConfig(lexical_weight=w, paragraph_weight=0.0).with_experimental(**levers),
         )
         for w in weights
     }
@@ -508,7 +511,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--levers", action="store_true", help="the draft-side levers (own pass each), timed")
     ap.add_argument("--prior", action="store_true", help="a calibrated position prior divided out of the scores")
     ap.add_argument("--heads", action="store_true", help="only calibrated retrieval heads vote")
-    ap.add_argument("--scorer", action="store_true", help="question scorer vs the previous default, held-out, timed")
+    ap.add_argument(
+        "--scorer",
+        action="store_true",
+        help="the default question scorer, its readings and the paper preset, held out, timed",
+    )
     ap.add_argument("--subsets", action="store_true", help="head subsets x reading weights on a selection draw")
     ap.add_argument("--seed", type=int, default=None, help="question draw (--scorer: 0, held out; --subsets: 1)")
     ap.add_argument(
