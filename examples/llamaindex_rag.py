@@ -69,6 +69,7 @@ class RagRow:
     retrieved: tuple[str, ...]  # node ids the retriever returned, best first
     kept: tuple[str, ...]  # node ids the LLM was given (nodes whose whole text was dropped are removed), in order
     kept_metadata: tuple[dict[str, Any], ...]  # the kept nodes' metadata (stats under "crossprefill")
+    kept_texts: tuple[str, ...]  # the kept nodes' compressed texts
     tokens_before: int  # target tokens of the retrieved nodes
     tokens_after: int  # target tokens of the kept text
     budget: int  # the shared budget in target tokens
@@ -166,6 +167,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
                     retrieved=tuple(n.node.node_id for n in retrieval.nodes),
                     kept=tuple(n.node_id for n in kept),
                     kept_metadata=tuple(dict(n.metadata) for n in kept),
+                    kept_texts=tuple(n.get_content() for n in kept),
                     tokens_before=comp.original_tokens,
                     tokens_after=comp.compressed_tokens,
                     budget=round(args.keep_rate * comp.original_tokens),

@@ -179,6 +179,7 @@ class LocalLLM(FunctionCallingLLM):
             "total_s": reply.total_s,
             "finish_reason": reply.finish_reason,
             "invalid_tool_calls": [c.error for c in reply.invalid_tool_calls],
+            "raw_text": reply.raw_text,  # everything generated, tool-call blocks included
         }
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks), raw=raw)
 
