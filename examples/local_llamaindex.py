@@ -280,8 +280,8 @@ class LocalLLM(FunctionCallingLLM):
                     continue
                 seen = True
             blocks.append(b)
-        response.message.blocks = blocks
-        return response
+        message = response.message.model_copy(update={"blocks": blocks})
+        return response.model_copy(update={"message": message})
 
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
