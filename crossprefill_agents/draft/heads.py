@@ -220,50 +220,59 @@ def load_retrieval_heads(
     (:func:`calibrate`, or delete the file and load an embedded draft again).
     """
     path = heads_path(draft_name)
+    raw: bytes | OSError
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as e:
-        return _refuse(path, f"it cannot be read ({e})")
+        raw = e
+    try:
+        return _parse_heads(raw, depth_tolerance, shape)
+    except ValueError as e:
+        logger.warning(
+            "ignoring the calibrated heads at %s: %s; every head votes (to recalibrate, call "
+            "crossprefill_agents.draft.calibrate(draft), or delete the file and load the embedded draft again)",
+            path,
+            e,
+        )
+        return None
+
+
+def _parse_heads(
+    raw: bytes | OSError, depth_tolerance: float | None, shape: tuple[int, int] | None
+) -> tuple[tuple[int, int], ...]:
+    """The heads a heads file's bytes hold; ``ValueError`` saying why they are refused."""
+    if isinstance(raw, OSError):
+        raise ValueError(f"it cannot be read ({raw})")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        return _refuse(path, f"it is not JSON ({e})")
+        raise ValueError(f"it is not JSON ({e})") from None
     if not isinstance(data, dict):
-        return _refuse(path, f"it holds a JSON {type(data).__name__}, not a heads record")
+        raise ValueError(f"it holds a JSON {type(data).__name__}, not a heads record")
     if data.get("format") != _FORMAT:
-        return _refuse(path, f"its format is {data.get('format')!r}, this library reads {_FORMAT}")
+        raise ValueError(f"its format is {data.get('format')!r}, this library reads {_FORMAT}")
     stored_tolerance = data.get("depth_tolerance", 0.0)
     if isinstance(stored_tolerance, bool) or not isinstance(stored_tolerance, (int, float)):
-        return _refuse(path, f"its depth_tolerance is {stored_tolerance!r}, not a number")
+        raise ValueError(f"its depth_tolerance is {stored_tolerance!r}, not a number")
     if depth_tolerance is not None and float(stored_tolerance) != depth_tolerance:
-        return _refuse(path, f"it was calibrated with depth_tolerance={stored_tolerance}, not {depth_tolerance}")
+        raise ValueError(f"it was calibrated with depth_tolerance={stored_tolerance}, not {depth_tolerance}")
     pairs = data.get("heads")
     if not isinstance(pairs, list) or not pairs:
-        return _refuse(path, f"its heads are {pairs!r}, not a non-empty list of [layer, head] pairs")
+        raise ValueError(f"its heads are {pairs!r}, not a non-empty list of [layer, head] pairs")
     heads: list[tuple[int, int]] = []
     for pair in pairs:
         ok = isinstance(pair, list) and len(pair) == 2
         ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)
         if not ok:
-            return _refuse(path, f"{pair!r} is not a [layer, head] pair of ints >= 0")
+            raise ValueError(f"{pair!r} is not a [layer, head] pair of ints >= 0")
         layer, head = pair
         if shape is not None and not (layer < shape[0] and head < shape[1]):
-            return _refuse(path, f"head {pair!r} is outside the draft's {shape[0]} layers of {shape[1]} heads each")
+            raise ValueError(f"head {pair!r} is outside the draft's {shape[0]} layers of {shape[1]} heads each")
         if (layer, head) not in heads:
             heads.append((layer, head))
     return tuple(heads)
-
-
-def _refuse(path: Path, reason: str) -> None:
-    logger.warning(
-        "ignoring the calibrated heads at %s: %s; every head votes (to recalibrate, call "
-        "crossprefill_agents.draft.calibrate(draft), or delete the file and load the embedded draft again)",
-        path,
-        reason,
-    )
-    return None
 
 
 def calibrate(
