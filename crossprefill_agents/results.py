@@ -148,6 +148,11 @@ class TurnStats:
     draft_read: tuple[int, ...]  # indices of the messages the draft read this turn (empty when it did not run)
     over_budget: bool  # the prompt still exceeds SessionConfig.max_tokens
     fallback_reason: str | None = None  # why segments passed through unchanged after a draft failure
+    # memo store reads and writes that raised, or were skipped after one raised (the turn then goes on without
+    # the store: segments are recomputed, nothing is written)
+    memo_errors: int = 0
+    # memo entries dropped because they were not a valid compression of their segment (then recomputed)
+    memo_rejected: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

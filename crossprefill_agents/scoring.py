@@ -58,11 +58,13 @@ def renormalize_over_context(weights: torch.Tensor) -> torch.Tensor:
 
     ``weights`` ``(..., n_ctx)`` are softmax probabilities over all keys; dividing by
     their sum over the context equals a softmax over the context logits alone.
-    Rows with no mass on the context stay all-zero.
+    Rows with no mass on the context stay all-zero; rows that are not finite (a draft with NaN or
+    inf weights) stay NaN, so the caller can tell them from real zeros.
     """
     w = weights.float()  # (..., n_ctx)
     total = w.sum(dim=-1, keepdim=True)  # (..., 1)
-    return torch.where(total > 0, w / total.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(w))
+    out = torch.where(total > 0, w / total.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(w))
+    return torch.where(torch.isnan(total), total.expand_as(w), out)
 
 
 def pool_along_keys(scores: torch.Tensor, kernel: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from .config import CompressionConfig, SessionConfig
 from .draft import DraftModel, DraftPrefix
-from .memo import memo_key, result_from_payload, result_payload
+from .memo import checked_result, memo_key, result_payload, store_delete, store_get, store_put
 from .results import CompressionResult, DraftScores, SessionTurn, TurnStats, fail_open, unchanged
 from .stores import ByteLRU, MemoStore
 from .targets import TokenCounter
@@ -88,6 +88,9 @@ class _Turn:
     read: tuple[int, ...] = ()
     fallback: str | None = None
     recompressed: int = 0
+    memo_errors: int = 0  # store reads and writes that failed or were skipped after a failure
+    memo_rejected: int = 0  # entries dropped as not a valid compression of their segment
+    store_down: bool = False  # a store call failed this turn: make no more
 
 
 class CompressionSession:
@@ -168,7 +171,7 @@ class CompressionSession:
                 turn.results[i] = self._frozen[key]
                 turn.frozen_hits += 1
                 continue
-            stored = self._load(key)
+            stored = self._load(turn, i)
             if stored is not None:
                 turn.results[i] = self._frozen[key] = stored
                 turn.memo_hits += 1
@@ -188,10 +191,10 @@ class CompressionSession:
                 for i in turn.missing
             }
         for i, res in new.items():
+            if res.fallback_reason is None:
+                res = self._publish(turn, i, res)
             self._frozen[turn.keys[i]] = res  # frozen even on a fallback, so the prompt prefix stays stable
             turn.results[i] = res
-            if res.fallback_reason is None:
-                self._store(turn.keys[i], res)
 
     def _score_and_select(self, turn: _Turn) -> dict[int, CompressionResult]:
         """Score the conversation with the draft (reusing this session's cache) and compress the missing segments."""
@@ -262,6 +265,8 @@ class CompressionSession:
             draft_read=turn.read,
             over_budget=over,
             fallback_reason=turn.fallback,
+            memo_errors=turn.memo_errors,
+            memo_rejected=turn.memo_rejected,
         )
         return SessionTurn(out, stats, results)
 
@@ -339,22 +344,55 @@ class CompressionSession:
         heads = pc.draft.voting_heads(pc.config)  # heads="auto" resolves per draft
         return memo_key(text, query, draft=pc.draft.name, target=pc.target.name, config=pc.config, heads=heads)
 
-    def _load(self, key: str) -> CompressionResult | None:
-        payload = self.compressor.memo.get(key)
+    def _load(self, turn: _Turn, i: int) -> CompressionResult | None:
+        """The memo entry of segment ``i`` if the store serves it and it is a valid compression of the segment.
+
+        A store that fails reads as a miss (counted, and the turn makes no more store calls); an entry that is
+        malformed or not a compression of this segment is deleted, counted and recomputed.
+        """
+        key = turn.keys[i]
+        if turn.store_down:
+            turn.memo_errors += 1
+            return None
+        payload, failed = store_get(self.compressor.memo, key)
+        if failed:
+            turn.memo_errors += 1
+            turn.store_down = True
+            return None
         if payload is None:
             return None
+        text = turn.msgs[i]["content"]
+        pc = self.compressor
         try:
-            return result_from_payload(payload)
+            return checked_result(
+                payload, text, config=pc.config, count=self._count, draft_tokens=self._draft_len(text)
+            )
         except ValueError as e:
-            logger.warning("dropping a malformed memo entry %s: %s", key[:12], e)
-            self.compressor.memo.delete(key)
+            logger.warning("dropping memo entry %s: not a valid compression of its segment: %s", key[:12], e)
+            turn.memo_rejected += 1
+            if not store_delete(pc.memo, key):
+                turn.memo_errors += 1
+                turn.store_down = True
             return None
 
-    def _store(self, key: str, res: CompressionResult) -> None:
-        try:
-            self.compressor.memo.put(key, result_payload(res))
-        except Exception as e:  # a memo store outage must not break the agent
-            logger.warning("could not write to the memo store: %s: %s", type(e).__name__, e)
+    def _publish(self, turn: _Turn, i: int, res: CompressionResult) -> CompressionResult:
+        """Write ``res`` for segment ``i`` unless another writer was first; then the stored one is sent instead.
+
+        First writer wins, so every process sharing the store sends the same bytes for a segment (the scores
+        behind a compression depend on the conversation around it, which the key leaves out).
+        """
+        if turn.store_down:
+            turn.memo_errors += 1
+            return res
+        written = store_put(self.compressor.memo, turn.keys[i], result_payload(res))
+        if written is None:
+            turn.memo_errors += 1
+            turn.store_down = True
+            return res
+        if written:
+            return res
+        stored = self._load(turn, i)
+        return stored if stored is not None else res
 
 
 def _check_messages(messages: object) -> list[dict[str, Any]]:

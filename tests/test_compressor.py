@@ -294,3 +294,24 @@ def test_shared_loads_a_draft_once_per_process(tiny_llama_draft: DraftModel, mon
             PromptCompressor.shared("")
     finally:
         PromptCompressor.release_shared()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("scorer", ["question", "lookahead"])
+def test_non_finite_draft_weights_fail_open(value: float, scorer: str) -> None:
+    """A draft with NaN or inf weights gives non-finite attention: the context passes through with a
+    fallback_reason that says so (compress and sessions), never a silent ranking of all-zero scores."""
+    from crossprefill_agents.testing import tiny_draft
+
+    draft = tiny_draft("llama")
+    with torch.no_grad():
+        draft.model.model.layers[0].self_attn.q_proj.weight.fill_(value)
+    pc = PromptCompressor(draft, target=words, config=CompressionConfig().with_experimental(scorer=scorer))
+    context = make_text(400, seed=3)
+    r = pc.compress(context, "what is the secret passkey?", keep_rate=0.3)
+    assert r.text == context and r.fallback_reason is not None and "not finite" in r.fallback_reason
+    turn = pc.session().compress_messages(
+        [{"role": "user", "content": "the passkey?"}, {"role": "tool", "content": context}]
+    )
+    assert turn.messages[1]["content"] == context
+    assert turn.stats.fallback_reason is not None and "not finite" in turn.stats.fallback_reason

@@ -190,14 +190,14 @@ def test_calibrate_stores_heads_that_from_pretrained_loads(
     assert load_draft(folder).retrieval_heads == heads
     assert load_draft(folder, quantize="int8").retrieval_heads == heads
     assert load_retrieval_heads(draft.name, 0.0) == heads  # stored with the default tolerance
-    assert load_retrieval_heads(draft.name, 0.15) is None  # asked for another: recalibrate
+    assert load_retrieval_heads(draft.name, 0.15) is None  # asked for another: refused (every head votes)
     shallow = calibrate(draft, top=3, texts=[make_text(150, seed=s) for s in range(2)], depth_tolerance=0.9)
     assert load_retrieval_heads(draft.name, 0.9) == shallow and load_retrieval_heads(draft.name, 0.0) is None
     assert max(layer for layer, _ in shallow) <= max(layer for layer, _ in heads)
     heads_path(draft.name).write_text("{not json")
     with caplog.at_level("WARNING"):
         assert load_retrieval_heads(draft.name) is None
-    assert "unreadable" in caplog.text
+    assert "ignoring the calibrated heads" in caplog.text and "not JSON" in caplog.text
 
 
 def test_empty_query_falls_back_to_the_lookahead_queries(tiny_llama_draft: DraftModel) -> None:
@@ -225,3 +225,72 @@ def test_calibrate_keeps_the_heads_when_they_cannot_be_stored(
         heads = calibrate(tiny_llama_draft, top=2, texts=[make_text(120, seed=1)])
     assert tiny_llama_draft.retrieval_heads == heads and len(heads) == 2
     assert "could not store" in caplog.text
+
+
+BAD_HEADS_FILES = {
+    "a list": b"[1, 2]",
+    "null": b"null",
+    "garbage": b"\xff\xfe\x00garbage\x80",
+    "empty list": b"[]",
+    "no heads": b'{"format": 1, "heads": []}',
+    "triples": b'{"format": 1, "heads": [[0, 1, 2], [1, 0, 3]]}',
+    "bools": b'{"format": 1, "heads": [[true, 0]]}',
+    "out of range": b'{"format": 1, "heads": [[7, 0], [0, 9]]}',
+    "another format": b'{"format": 99, "heads": [[0, 1]]}',
+}
+
+
+@pytest.fixture
+def embedded_tiny(tiny_llama_draft: DraftModel, tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The tiny llama saved as if it were an embedded draft ``tiny-embedded`` (which calibrates on first load);
+    ``calls`` records every calibration load_draft starts."""
+    from types import SimpleNamespace
+
+    import crossprefill_agents.draft.load as load
+
+    monkeypatch.setenv("CROSSPREFILL_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "tiny-embedded"
+    tiny_llama_draft.model.save_pretrained(folder)
+    tiny_llama_draft.tokenizer.save_pretrained(folder)
+    monkeypatch.setattr(load, "EMBEDDED_MODELS", {"tiny-embedded": SimpleNamespace(depth_tolerance=0.0)})
+    monkeypatch.setattr(load, "embedded_model_dir", lambda name: folder)
+    calls: list[str] = []
+
+    def fake_calibrate(draft: DraftModel, **kwargs: object) -> tuple[tuple[int, int], ...]:
+        calls.append(draft.name)
+        draft.retrieval_heads = ((0, 1),)
+        return draft.retrieval_heads
+
+    monkeypatch.setattr(load, "calibrate", fake_calibrate)
+    return calls
+
+
+@pytest.mark.parametrize("content", list(BAD_HEADS_FILES), ids=list(BAD_HEADS_FILES))
+def test_bad_heads_file_is_refused_clearly_and_every_head_votes(
+    embedded_tiny: list[str],
+    content: str,
+    caplog,  # type: ignore[no-untyped-def]
+) -> None:
+    """A heads file that is not a valid record for this draft never crashes a load, never starts a calibration
+    and never makes compressions fall back: one warning names the file and why, and every head votes."""
+    from crossprefill_agents import PromptCompressor
+
+    path = heads_path("tiny-embedded")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(BAD_HEADS_FILES[content])
+    with caplog.at_level("WARNING"):
+        draft = load_draft("tiny-embedded")
+    assert embedded_tiny == [] and draft.retrieval_heads is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(path) in warnings[0] and "every head votes" in warnings[0]
+    r = PromptCompressor(draft, target=len).compress(make_text(300, seed=2), "the passkey?", keep_rate=0.3)
+    assert r.fallback_reason is None and r.compressed_tokens < r.original_tokens
+
+
+def test_missing_heads_file_still_calibrates_once(embedded_tiny: list[str]) -> None:
+    """No heads file at all: an embedded draft calibrates on first load, as documented; a valid file is used."""
+    assert load_draft("tiny-embedded").retrieval_heads == ((0, 1),) and embedded_tiny == ["tiny-embedded"]
+    path = heads_path("tiny-embedded")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"format": 1, "heads": [[1, 3], [0, 2]], "depth_tolerance": 0.0}')
+    assert load_draft("tiny-embedded").retrieval_heads == ((1, 3), (0, 2)) and embedded_tiny == ["tiny-embedded"]

@@ -43,6 +43,13 @@ def test_renormalize_sums_to_one_in_fp32_and_keeps_zero_rows() -> None:
     assert torch.equal(out[1], torch.zeros(3))
 
 
+def test_renormalize_keeps_non_finite_rows_non_finite() -> None:
+    """A row holding NaN (a broken draft) stays NaN, not 0, so it cannot pass for a row with no context mass."""
+    w = torch.tensor([[0.1, float("nan"), 0.2], [0.0, 0.0, 0.0]])
+    out = renormalize_over_context(w)
+    assert torch.isnan(out[0]).all() and torch.equal(out[1], torch.zeros(3))
+
+
 def test_renormalize_equals_softmax_over_context_logits() -> None:
     """Dividing full-softmax weights by their context sum equals a softmax over the context logits alone."""
     logits = torch.randn(3, 20)

@@ -207,26 +207,72 @@ def heads_path(draft_name: str) -> Path:
     return models_home() / "heads" / f"{slug}.json"
 
 
-def load_retrieval_heads(draft_name: str, depth_tolerance: float | None = None) -> tuple[tuple[int, int], ...] | None:
-    """The stored heads of ``draft_name``, or None if it was never calibrated (or the file is unreadable).
+def load_retrieval_heads(
+    draft_name: str, depth_tolerance: float | None = None, *, shape: tuple[int, int] | None = None
+) -> tuple[tuple[int, int], ...] | None:
+    """The stored heads of ``draft_name``; None when it was never calibrated or its file is refused.
 
-    With ``depth_tolerance``, heads stored under another tolerance count as not calibrated.
+    A file is refused, with one warning naming it and why, when it is unreadable or not a heads
+    record (bad JSON, garbage bytes, another format), holds no heads or something other than
+    ``[layer, head]`` pairs of ints >= 0, holds a head outside ``shape`` (the draft's
+    ``(layers, heads per layer)``), or (with ``depth_tolerance``) was calibrated under another
+    tolerance. The draft then votes with every head; nothing is recalibrated unless asked
+    (:func:`calibrate`, or delete the file and load an embedded draft again).
     """
     path = heads_path(draft_name)
+    raw: bytes | OSError
     try:
-        data = json.loads(path.read_text())
-        if data.get("format") != _FORMAT:
-            return None
-        if depth_tolerance is not None and float(data.get("depth_tolerance", 0.0)) != depth_tolerance:
-            logger.info("stored heads of %s were calibrated with another depth_tolerance; recalibrating", draft_name)
-            return None
-        heads = tuple((int(a), int(b)) for a, b in data["heads"])
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        logger.warning("ignoring unreadable calibrated heads at %s: %s", path, e)
+    except OSError as e:
+        raw = e
+    try:
+        return _parse_heads(raw, depth_tolerance, shape)
+    except ValueError as e:
+        logger.warning(
+            "ignoring the calibrated heads at %s: %s; every head votes (to recalibrate, call "
+            "crossprefill_agents.draft.calibrate(draft), or delete the file and load the embedded draft again)",
+            path,
+            e,
+        )
         return None
-    return heads or None
+
+
+def _parse_heads(
+    raw: bytes | OSError, depth_tolerance: float | None, shape: tuple[int, int] | None
+) -> tuple[tuple[int, int], ...]:
+    """The heads a heads file's bytes hold; ``ValueError`` saying why they are refused."""
+    if isinstance(raw, OSError):
+        raise ValueError(f"it cannot be read ({raw})")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"it is not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds a JSON {type(data).__name__}, not a heads record")
+    if data.get("format") != _FORMAT:
+        raise ValueError(f"its format is {data.get('format')!r}, this library reads {_FORMAT}")
+    stored_tolerance = data.get("depth_tolerance", 0.0)
+    if isinstance(stored_tolerance, bool) or not isinstance(stored_tolerance, (int, float)):
+        raise ValueError(f"its depth_tolerance is {stored_tolerance!r}, not a number")
+    if depth_tolerance is not None and float(stored_tolerance) != depth_tolerance:
+        raise ValueError(f"it was calibrated with depth_tolerance={stored_tolerance}, not {depth_tolerance}")
+    pairs = data.get("heads")
+    if not isinstance(pairs, list) or not pairs:
+        raise ValueError(f"its heads are {pairs!r}, not a non-empty list of [layer, head] pairs")
+    heads: list[tuple[int, int]] = []
+    for pair in pairs:
+        ok = isinstance(pair, list) and len(pair) == 2
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)
+        if not ok:
+            raise ValueError(f"{pair!r} is not a [layer, head] pair of ints >= 0")
+        layer, head = pair
+        if shape is not None and not (layer < shape[0] and head < shape[1]):
+            raise ValueError(f"head {pair!r} is outside the draft's {shape[0]} layers of {shape[1]} heads each")
+        if (layer, head) not in heads:
+            heads.append((layer, head))
+    return tuple(heads)
 
 
 def calibrate(

@@ -11,7 +11,7 @@ import torch
 
 from ..results import ModelNotAvailableError
 from .embedded import EMBEDDED_MODELS, embedded_model_dir
-from .heads import calibrate, load_retrieval_heads
+from .heads import calibrate, heads_path, load_retrieval_heads
 from .runner import DraftModel
 from .weights import load_model, quantize_int8
 
@@ -37,9 +37,11 @@ def load_draft(
     that ``crossprefill download`` writes. ``quantize="int8"`` applies dynamic int8
     quantisation to the linear layers (CPU only; see :func:`quantize_int8`).
     Retrieval heads stored by :func:`~crossprefill_agents.draft.heads.calibrate` for this
-    name are loaded into ``retrieval_heads``; an embedded draft without them is calibrated
-    once here (20-40 s on CPU) unless ``calibrate_heads=False``. Other drafts vote with
-    every head until calibrated. ``model_kwargs`` are passed to
+    name are loaded into ``retrieval_heads``; an embedded draft with no heads file is
+    calibrated once here (20-40 s on CPU) unless ``calibrate_heads=False``. A heads file
+    that is refused (see :func:`~crossprefill_agents.draft.heads.load_retrieval_heads`) is
+    warned about and never recalibrated here: the draft votes with every head. Other drafts
+    vote with every head until calibrated. ``model_kwargs`` are passed to
     ``AutoModelForCausalLM.from_pretrained`` (copied, never modified).
     """
     if quantize not in (None, "int8"):
@@ -62,8 +64,10 @@ def load_draft(
     if device is not None:
         model = model.to(device)
     tolerance = EMBEDDED_MODELS[source].depth_tolerance if source in EMBEDDED_MODELS else None
-    draft = DraftModel(model, tokenizer, name=source, retrieval_heads=load_retrieval_heads(source, tolerance))
-    if draft.retrieval_heads is None and tolerance is not None and calibrate_heads:
+    shape = (int(model.config.num_hidden_layers), int(model.config.num_attention_heads))
+    heads = load_retrieval_heads(source, tolerance, shape=shape)  # a refused file: warned, every head votes
+    draft = DraftModel(model, tokenizer, name=source, retrieval_heads=heads)
+    if heads is None and tolerance is not None and calibrate_heads and not heads_path(source).exists():
         logger.info("calibrating the retrieval heads of %s once (stored under the models home)", source)
         calibrate(draft, depth_tolerance=tolerance)
     if quantize == "int8":

@@ -142,7 +142,11 @@ def _vote(per_layer: Sequence[torch.Tensor], w: Window, null: Sequence[torch.Ten
     layers = w.global_layers if w.config.experimental.attention_layers == "global" else None
     try:
         if null is not None:
-            return question_vote(per_layer, null, w.heads, layers=layers)
-        return head_vote(per_layer, w.heads, layers=layers, kernel=w.config.experimental.pool_kernel)
+            votes = question_vote(per_layer, null, w.heads, layers=layers)
+        else:
+            votes = head_vote(per_layer, w.heads, layers=layers, kernel=w.config.experimental.pool_kernel)
     except NoVotingHeadsError as e:
         raise DraftError(f"{e} (experimental.heads, experimental.attention_layers)") from e
+    if not bool(torch.isfinite(votes).all()):  # scores of NaN / inf are no ranking: fail open, never rank on zeros
+        raise DraftError("the draft's attention is not finite (NaN or inf in its weights or activations)")
+    return votes

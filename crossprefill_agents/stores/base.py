@@ -33,7 +33,12 @@ def check_max_bytes(max_bytes: object, *, allow_none: bool) -> None:
 
 @runtime_checkable
 class MemoStore(Protocol):
-    """A key -> JSON-able dict store; a missing or corrupt entry reads as None."""
+    """A key -> JSON-able dict store; a missing or corrupt entry reads as None.
+
+    A store may also have ``put_if_absent(key, value) -> bool`` (store unless an entry is there; whether it
+    stored), done atomically; every store of this library has it, and sessions use it so that the first
+    writer of a segment wins across processes.
+    """
 
     def get(self, key: str) -> dict[str, Any] | None: ...
 

@@ -150,6 +150,7 @@ class InMemoryMemoStore(Counters):
     def __init__(self, max_bytes: int = 64 * 2**20) -> None:
         super().__init__()
         self._lru: ByteLRU[str, bytes] = ByteLRU(max_bytes, sizeof=len)
+        self._write_lock = threading.Lock()  # makes put_if_absent's look and write one step
 
     @property
     def nbytes(self) -> int:
@@ -181,7 +182,18 @@ class InMemoryMemoStore(Counters):
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store a JSON-able dict under ``key``; TypeError if it is not one."""
-        self._lru.put(check_key(key), encode(value))
+        payload = encode(value)
+        with self._write_lock:
+            self._lru.put(check_key(key), payload)
+
+    def put_if_absent(self, key: str, value: dict[str, Any]) -> bool:
+        """Store ``value`` unless ``key`` holds an entry already (first writer wins); whether it was stored."""
+        payload = encode(value)
+        with self._write_lock:
+            if check_key(key) in self._lru:
+                return False
+            self._lru.put(key, payload)
+            return key in self._lru
 
     def delete(self, key: str) -> None:
         """Remove the entry under ``key``, if any."""

@@ -26,7 +26,11 @@ class RedisMemoStore(Counters):
     removes only this prefix's keys, found with SCAN.
 
     Pass a ready ``client`` (a ``redis.Redis``) or a ``url``; the ``redis`` package is
-    needed only for the latter (``pip install 'crossprefill-agents[redis]'``).
+    needed only for the latter (``pip install 'crossprefill-agents[redis]'``). A client made
+    from ``url`` gives up on a connect after ``connect_timeout_s`` and on a reply after
+    ``socket_timeout_s`` (0.25 s each: a memo is worth less than a stalled turn; None waits
+    forever); a passed ``client`` keeps its own timeouts. Errors of the server (down, hung,
+    a wrong-type key) raise here; sessions treat them as "no memo" for that call.
     """
 
     def __init__(
@@ -36,8 +40,13 @@ class RedisMemoStore(Counters):
         client: Any = None,
         prefix: str = "crossprefill:memo:",
         ttl_s: float | None = None,
+        socket_timeout_s: float | None = 0.25,
+        connect_timeout_s: float | None = 0.25,
     ) -> None:
         super().__init__()
+        for name, value in (("socket_timeout_s", socket_timeout_s), ("connect_timeout_s", connect_timeout_s)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ValueError(f"{name} must be None (wait forever) or a number of seconds > 0, got {value!r}")
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"prefix must be a non-empty str (clear() deletes every key under it), got {prefix!r}")
         if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0):
@@ -53,7 +62,9 @@ class RedisMemoStore(Counters):
                     "RedisMemoStore needs the redis package: pip install 'crossprefill-agents[redis]' "
                     "(or pass client=...)"
                 ) from e
-            client = redis.Redis.from_url(url)
+            client = redis.Redis.from_url(
+                url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s
+            )
         self._client = client
 
     @property
@@ -85,13 +96,22 @@ class RedisMemoStore(Counters):
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store a JSON-able dict under ``key`` (with the store's expiry, if any)."""
         name = self._prefix + check_key(key)
+        self._client.set(name, self._envelope(value), px=self._ttl_ms)
+
+    def put_if_absent(self, key: str, value: dict[str, Any]) -> bool:
+        """Store ``value`` unless ``key`` holds an entry already (``SET NX``: first writer wins); whether it was."""
+        name = self._prefix + check_key(key)
+        return bool(self._client.set(name, self._envelope(value), px=self._ttl_ms, nx=True))
+
+    @staticmethod
+    def _envelope(value: dict[str, Any]) -> str:
         payload = encode(value).decode("utf-8")
         envelope = {
             "crossprefill_memo": _ENVELOPE_VERSION,
             "sha256": sha256(payload.encode("utf-8")),
             "payload": payload,
         }
-        self._client.set(name, json.dumps(envelope, ensure_ascii=False, separators=(",", ":")), px=self._ttl_ms)
+        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
 
     def delete(self, key: str) -> None:
         """Remove the entry under ``key``, if any."""
