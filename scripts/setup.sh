@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 pip() { .venv/bin/python -m pip "$@"; }
 pip install -q --upgrade pip
 pip install -q torch==2.13.0
-pip install -q -e ".[test,bench]"
+pip install -q -e ".[test,bench,local]"
 # The framework packages, each installed from its folder as a user would (its own dependencies: langchain-core,
 # langchain and langgraph; llama-index-core); their tests run from the source folders.
 pip install -q "./integrations/langchain[agents,test]" "./integrations/llama_index[test]"

@@ -131,7 +131,8 @@ def test_runnable_and_wrapper_share_the_loaded_draft_and_keep_the_pass_key(pages
     step = SpeculativePrefillCompressor(draft=DRAFT, target=TARGET, keep_rate=0.25)
     inner = ScriptedChatModel(script=lambda _: AIMessage("71432"))
     wrapper = CompressingChatModel(model=inner, draft=DRAFT, target=TARGET, keep_rate=0.25)
-    assert wrapper.prompt_compressor is step.prompt_compressor
+    # each component holds its own config view; what is shared is the one loaded draft (and its memo store)
+    assert wrapper.prompt_compressor.draft is step.prompt_compressor.draft
     config: RunnableConfig = {"configurable": {"thread_id": "x"}}
     via_step = (step | inner).invoke(conversation, config)
     via_wrapper = wrapper.invoke(conversation, config)
