@@ -271,7 +271,7 @@ def run_agent(
     model: BaseChatModel,
     tools: list[BaseTool],
     question: HotpotQuestion,
-    middleware: SpeculativePrefillMiddleware[Any, Any, Any],
+    middleware: SpeculativePrefillMiddleware[Any, Any],
     *,
     system_prompt: str | None,
     max_steps: int,
@@ -392,7 +392,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
         if question is None:
             raise SystemExit(f"no question {args.question!r} among the first {CORPUS_QUESTIONS} of HotpotQA dev")
         corpus = WikiCorpus.from_questions(questions)
-        middleware: SpeculativePrefillMiddleware[Any, Any, Any] = SpeculativePrefillMiddleware(
+        middleware: SpeculativePrefillMiddleware[Any, Any] = SpeculativePrefillMiddleware(
             draft=args.draft, target=budget_target, keep_rate=args.keep_rate, min_tokens=args.min_tokens
         )
         local = None if hosted else ChatLocalTarget(model=args.target, max_new_tokens=args.max_new_tokens)
