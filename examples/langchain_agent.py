@@ -17,9 +17,10 @@ library's default is 256); shorter results pass whole. The graph state keeps the
 ``--plan fixed`` (the default with the local target): the tool calls are decided before the run,
 ``search(question)``, then ``read_page`` on the two best hits, and issued by a scripted model step
 that still runs inside the agent, through the middleware and the tool node; the target writes only
-the final answer, from the compressed results. The local Qwen2.5-Coder-1.5B, when it chose tools
-itself (the LlamaIndex example, same model), picked sensible ones but did not settle on an
-answer, hence the plan. ``--plan model``: the model picks the calls.
+the final answer, from the compressed results. ``--plan model``: the model picks the calls. Tried
+here with the local Qwen2.5-Coder-1.5B, it called ``search('Giuseppe Arimondi')``, then
+``read_page('Giuseppe Arimondi')``, and then answered ``{}`` (the LlamaIndex example saw the same
+on three questions: sensible tools, no answer), hence the plan.
 
 With ``OPENAI_API_KEY`` (``langchain-openai``) or ``ANTHROPIC_API_KEY`` (``langchain-anthropic``)
 set, and ``--local`` not given, that provider's model is the target and drives the tools itself
