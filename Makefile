@@ -1,8 +1,10 @@
 # The two commands a newcomer needs (see README.md):
-#   make demo   set up .venv and compress a real long essay against a question, offline
+#   make demo   set up .venv and run a LangChain agent whose long tool results are compressed, offline
+#               (examples/langchain_agent.py: HotpotQA question, Wikipedia pages, local Qwen2.5-Coder-1.5B target);
+#               make demo-essay compresses a real long essay against a question (examples/compress_essay.py)
 #   make test   set up .venv and run every test (unit + integration on the embedded drafts and the 0.5B target),
 #               core and integrations
-.PHONY: demo test bench bench-quality setup
+.PHONY: demo demo-essay test bench bench-quality setup
 
 STAMP := .venv/.crossprefill-setup
 
@@ -13,6 +15,9 @@ $(STAMP): pyproject.toml integrations/langchain/pyproject.toml integrations/llam
 setup: $(STAMP)
 
 demo: $(STAMP)
+	.venv/bin/python examples/langchain_agent.py
+
+demo-essay: $(STAMP)
 	.venv/bin/python examples/compress_essay.py
 
 test: $(STAMP)

