@@ -6,7 +6,7 @@ import asyncio
 import copy
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +14,7 @@ from typing import Any, Literal
 from .config import CompressionConfig, Recompress, SessionConfig, check_keep_rate, check_max_tokens
 from .draft import DraftModel, DraftPrefix, load_draft
 from .ranking import rank_units
-from .results import CompressionResult, DraftScores, Timings, fail_open, unchanged
+from .results import CompressionResult, DraftScores, DraftTimeoutError, Timings, fail_open, unchanged
 from .selection import layout_for, protected_spans, select
 from .session import CompressionSession
 from .stores import ByteLRU, InMemoryMemoStore, MemoStore
@@ -328,7 +328,9 @@ class PromptCompressor:
         deadline = budget.config.deadline()  # one deadline for the protect matching and every draft pass
         try:
             protected = self._protected(docs, budget.config, deadline)  # first: a hopeless pattern costs no draft
-            scored = self.draft.score(docs, query, config=budget.config, deadline=deadline)
+            scored = _by_deadline(
+                lambda: self.draft.score(docs, query, config=budget.config, deadline=deadline), deadline
+            )
         except Exception as e:  # fail open: a broken draft (or a timeout) must not break the agent
             reason = fail_open(e, on_error=budget.config.on_error, what="the context")
             return budget.unchanged(docs, t0, reason)
@@ -396,6 +398,41 @@ class PromptCompressor:
             )
             for i, n_orig in enumerate(budget.originals)
         ]
+
+
+def _by_deadline(run: Callable[[], DraftScores], deadline: float | None) -> DraftScores:
+    """``run()``; under a deadline in a worker thread, abandoned (DraftTimeoutError) once the deadline passes.
+
+    The draft checks the deadline between its forward passes, but one forward cannot be stopped and on a busy
+    machine it can take seconds: the caller gets its fallback at the deadline, and the worker stops at its next
+    check (still holding the draft's lock until then, which later calls wait for no longer than their own
+    deadline). Only stateless scoring runs this way; a session's cache is never left to a worker.
+    """
+    if deadline is None:
+        return run()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["scores"] = run()
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="crossprefill-draft", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()) + _JOIN_GRACE_S)
+    if worker.is_alive():
+        raise DraftTimeoutError(
+            "the draft ran past CompressionConfig.timeout_s inside one forward pass (abandoned; it stops at its next "
+            "check)"
+        )
+    if "error" in box:
+        raise box["error"]
+    scores: DraftScores = box["scores"]
+    return scores
+
+
+_JOIN_GRACE_S = 0.05  # past the deadline, the draft's own check usually answers first, with its own reason
 
 
 def _check_str(value: object, name: str) -> None:

@@ -181,3 +181,24 @@ def test_a_busy_thread_does_not_stretch_another_calls_timeout() -> None:
     finally:
         release.set()
         worker.join()
+
+
+def test_one_forward_that_outlasts_the_deadline_is_abandoned() -> None:
+    """A single forward pass cannot be interrupted (on a busy machine one took 4.8 s): the call is answered at the
+    deadline anyway, unchanged with a timeout reason, and the abandoned pass stops at its next check."""
+    draft = tiny_draft("llama")
+    real = draft._forward
+
+    def stuck(ids: list[int], cache: Any, *, attentions: bool = False) -> Any:
+        time.sleep(2.0)
+        return real(ids, cache, attentions=attentions)
+
+    draft._forward = stuck  # type: ignore[method-assign]
+    pc = PromptCompressor(draft, target=words, config=CompressionConfig(timeout_s=0.5))
+    context = make_text(1500, seed=10)
+    t0 = time.monotonic()
+    r = pc.compress(context, "passkey?")
+    assert time.monotonic() - t0 < 0.5 * 1.2 + 0.2
+    assert r.text == context and "timeout" in (r.fallback_reason or "")
+    draft._lock.acquire(timeout=5)  # the worker let go of the draft at its next check
+    draft._lock.release()
