@@ -6,7 +6,7 @@ import asyncio
 import copy
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +14,7 @@ from typing import Any, Literal
 from .config import CompressionConfig, Recompress, SessionConfig, check_keep_rate, check_max_tokens
 from .draft import DraftModel, DraftPrefix, load_draft
 from .ranking import rank_units
-from .results import CompressionResult, DraftScores, Timings, fail_open, unchanged
+from .results import CompressionResult, DraftScores, DraftTimeoutError, Timings, fail_open, unchanged
 from .selection import layout_for, protected_spans, select
 from .session import CompressionSession
 from .stores import ByteLRU, InMemoryMemoStore, MemoStore
@@ -36,13 +36,14 @@ class _Budget:
     """One call's budget: the config with its overrides, each document's target tokens, the cap on their total."""
 
     config: CompressionConfig
-    originals: list[int]  # target tokens of each document
+    originals: list[int]  # target tokens of each document (whitespace counts: it is sent)
     cap: int  # target tokens the kept text of all documents may take
+    text_tokens: list[int]  # target tokens of each document with text (0 for a blank one): what keep_rate is of
 
     @property
     def passes_through(self) -> bool:
-        """Nothing to cut: no tokens, fewer than ``min_tokens``, or the cap holds them all."""
-        total = sum(self.originals)
+        """Nothing to cut: no text, fewer than ``min_tokens`` of it, or the cap holds it all."""
+        total = sum(self.text_tokens)
         return total == 0 or total < self.config.min_tokens or self.cap >= total
 
     def unchanged(self, docs: Sequence[str], t0: float, reason: str | None = None) -> list[CompressionResult]:
@@ -299,7 +300,11 @@ class PromptCompressor:
         budget = self._budget(docs, keep_rate, max_tokens)
         if budget.passes_through:
             return budget.unchanged(docs, t0)
-        return self._select(docs, scores, budget, t0)
+        try:  # timeout_s bounds the protect matching here (the draft already ran)
+            protected = self._protected(docs, budget.config, budget.config.deadline())
+        except Exception as e:
+            return budget.unchanged(docs, t0, fail_open(e, on_error=budget.config.on_error, what="the context"))
+        return self._select(docs, scores, budget, t0, protected)
 
     # ---------------------------------------------------------------- private
     def _budget(self, docs: list[str], keep_rate: float | None, max_tokens: int | None) -> _Budget:
@@ -307,9 +312,10 @@ class PromptCompressor:
             check_keep_rate(keep_rate)
         check_max_tokens(max_tokens)
         cfg = self.config.with_overrides(keep_rate=keep_rate, max_tokens=max_tokens)
-        originals = [self.target.count(d) if d.strip() else 0 for d in docs]
-        cap = cfg.max_tokens if cfg.max_tokens is not None else round(cfg.keep_rate * sum(originals))
-        return _Budget(cfg, originals, cap)
+        originals = [self.target.count(d) if d else 0 for d in docs]
+        text_tokens = [n if d.strip() else 0 for n, d in zip(originals, docs, strict=True)]
+        cap = cfg.max_tokens if cfg.max_tokens is not None else round(cfg.keep_rate * sum(text_tokens))
+        return _Budget(cfg, originals, cap, text_tokens)
 
     def _compress(
         self, docs: list[str], query: str, keep_rate: float | None, max_tokens: int | None
@@ -319,14 +325,29 @@ class PromptCompressor:
         budget = self._budget(docs, keep_rate, max_tokens)
         if budget.passes_through:
             return budget.unchanged(docs, t0)
+        deadline = budget.config.deadline()  # one deadline for the protect matching and every draft pass
         try:
-            scored = self.draft.score(docs, query, config=budget.config, deadline=budget.config.deadline())
-        except Exception as e:  # fail open: a broken draft must not break the agent
+            protected = self._protected(docs, budget.config, deadline)  # first: a hopeless pattern costs no draft
+            scored = _by_deadline(
+                lambda: self.draft.score(docs, query, config=budget.config, deadline=deadline), deadline
+            )
+        except Exception as e:  # fail open: a broken draft (or a timeout) must not break the agent
             reason = fail_open(e, on_error=budget.config.on_error, what="the context")
             return budget.unchanged(docs, t0, reason)
-        return self._select(docs, scored, budget, t0)
+        return self._select(docs, scored, budget, t0, protected)
 
-    def _select(self, docs: list[str], scored: DraftScores, budget: _Budget, t0: float) -> list[CompressionResult]:
+    @staticmethod
+    def _protected(docs: list[str], cfg: CompressionConfig, deadline: float | None) -> list[list[tuple[int, int]]]:
+        return [protected_spans(d, cfg.protect_patterns, deadline=deadline) for d in docs]
+
+    def _select(
+        self,
+        docs: list[str],
+        scored: DraftScores,
+        budget: _Budget,
+        t0: float,
+        protected: list[list[tuple[int, int]]],
+    ) -> list[CompressionResult]:
         """Units -> ranking -> the kept spans within the budget, one result per document."""
         cfg, x = budget.config, budget.config.experimental
         t1 = time.perf_counter()
@@ -348,7 +369,6 @@ class PromptCompressor:
             paragraph_weight=cfg.paragraph_weight,
             paragraph_score=x.paragraph_score,
         )
-        protected = [protected_spans(d, cfg.protect_patterns) for d in docs]
         chosen = select(
             docs,
             units,
@@ -363,7 +383,7 @@ class PromptCompressor:
         timings = Timings(
             draft_prefill_s=scored.prefill_s, query_s=scored.query_s, selection_s=t2 - t1, total_s=t2 - t0
         )
-        total = sum(budget.originals)
+        total = sum(budget.text_tokens)
         return [
             CompressionResult(
                 text=chosen.texts[i],
@@ -371,13 +391,48 @@ class PromptCompressor:
                 original_tokens=n_orig,
                 compressed_tokens=chosen.tokens[i],
                 keep_rate=chosen.tokens[i] / n_orig if n_orig else 1.0,
-                budget_tokens=budget.cap if len(docs) == 1 else round(budget.cap * n_orig / total),
+                budget_tokens=budget.cap if len(docs) == 1 else round(budget.cap * budget.text_tokens[i] / total),
                 draft_tokens=len(scored.tokens[i].ids),
                 timings=timings,
                 kept_paths=chosen.paths[i],
             )
             for i, n_orig in enumerate(budget.originals)
         ]
+
+
+def _by_deadline(run: Callable[[], DraftScores], deadline: float | None) -> DraftScores:
+    """``run()``; under a deadline in a worker thread, abandoned (DraftTimeoutError) once the deadline passes.
+
+    The draft checks the deadline between its forward passes, but one forward cannot be stopped and on a busy
+    machine it can take seconds: the caller gets its fallback at the deadline, and the worker stops at its next
+    check (still holding the draft's lock until then, which later calls wait for no longer than their own
+    deadline). Only stateless scoring runs this way; a session's cache is never left to a worker.
+    """
+    if deadline is None:
+        return run()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["scores"] = run()
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="crossprefill-draft", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()) + _JOIN_GRACE_S)
+    if worker.is_alive():
+        raise DraftTimeoutError(
+            "the draft ran past CompressionConfig.timeout_s inside one forward pass (abandoned; it stops at its next "
+            "check)"
+        )
+    if "error" in box:
+        raise box["error"]
+    scores: DraftScores = box["scores"]
+    return scores
+
+
+_JOIN_GRACE_S = 0.05  # past the deadline, the draft's own check usually answers first, with its own reason
 
 
 def _check_str(value: object, name: str) -> None:

@@ -7,13 +7,30 @@ other readings of the paragraphs) live apart in :class:`ExperimentalOptions`.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["CompressionConfig", "ExperimentalOptions", "SessionConfig", "check_keep_rate", "check_max_tokens"]
+__all__ = [
+    "MIN_CONTEXT_TOKENS",
+    "MIN_WINDOW_TOKENS",
+    "CompressionConfig",
+    "ExperimentalOptions",
+    "SessionConfig",
+    "bounded_pattern",
+    "check_keep_rate",
+    "check_max_tokens",
+]
+
+# A scoring window holds [special prefix, context, query] in draft tokens (draft/runner.py). It must leave at least
+# MIN_CONTEXT_TOKENS of context beside the query passes; MIN_WINDOW_TOKENS adds 64 for the special prefix, the
+# separator and a short query or the null query (SmolLM2 takes 0 + 5 of them for an empty query, Gemma-3 1 + 4; the
+# paper's scorer adds its 8 look-ahead steps). A longer query needs a longer window: the runner says so.
+MIN_CONTEXT_TOKENS = 64
+MIN_WINDOW_TOKENS = 2 * MIN_CONTEXT_TOKENS
 
 OnError = Literal["fallback", "raise"]
 UnitKind = Literal["chunk", "sentence"]
@@ -106,9 +123,9 @@ class CompressionConfig:
     protect: tuple[str, ...] = ()  # regular expressions whose matches are never dropped
 
     # --- draft execution ---
-    window_tokens: int | None = None  # draft tokens per scoring window; None = the draft's position limit
+    window_tokens: int | None = None  # draft tokens per scoring window (>= 128); None = the draft's position limit
     prefill_chunk_tokens: int = 2048  # prefill this many tokens per forward pass (bounds peak memory)
-    timeout_s: float | None = None  # give up on the draft after this many seconds (then fall back or raise)
+    timeout_s: float | None = None  # bound on a call's draft passes and protect matching (then fall back or raise)
     on_error: OnError = "fallback"  # "fallback": return the context unchanged and log; "raise": re-raise
 
     experimental: ExperimentalOptions = field(default_factory=ExperimentalOptions)  # research levers
@@ -133,7 +150,13 @@ class CompressionConfig:
         if not isinstance(self.delimiter, str):
             raise TypeError(f"delimiter must be a str, got {type(self.delimiter).__name__}")
         if self.window_tokens is not None:
-            _int("window_tokens", self.window_tokens, low=64, none=True)
+            _int(
+                "window_tokens",
+                self.window_tokens,
+                low=MIN_WINDOW_TOKENS,
+                none=True,
+                hint=f"{MIN_CONTEXT_TOKENS} context tokens beside the prefix and the query",
+            )
         _int("prefill_chunk_tokens", self.prefill_chunk_tokens, low=16)
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be None or > 0 seconds, got {self.timeout_s!r}")
@@ -143,6 +166,15 @@ class CompressionConfig:
         patterns, compiled = _compile_protect(self.protect)
         object.__setattr__(self, "protect", patterns)
         object.__setattr__(self, "_compiled_protect", compiled)
+        if self.timeout_s is not None:
+            for pattern in compiled:
+                try:
+                    bounded_pattern(pattern)
+                except Exception as e:
+                    raise ValueError(
+                        f"protect pattern {pattern.pattern!r} cannot be matched under a timeout (the `regex` "
+                        f"module refuses it: {e}); rewrite it or leave timeout_s None"
+                    ) from e
 
     @classmethod
     def paper(cls) -> CompressionConfig:
@@ -247,6 +279,22 @@ def _compile_protect(protect: Iterable[str]) -> tuple[tuple[str, ...], tuple[re.
         except (re.error, TypeError) as e:
             raise ValueError(f"protect pattern {p!r} is not a valid regular expression: {e}") from e
     return patterns, tuple(compiled)
+
+
+@functools.lru_cache(maxsize=256)
+def bounded_pattern(pattern: re.Pattern[str]) -> Any:
+    """``pattern`` compiled by the `regex` module, whose matching takes a timeout and can release the GIL.
+
+    It finds the same matches as ``re`` for the syntax both accept (its VERSION0 is ``re``-compatible), and
+    backtracks far less on nested quantifiers (``(a+)+$`` is linear there). Used only under ``timeout_s``.
+    """
+    import regex
+
+    flags = regex.VERSION0  # re's flag bits differ from regex's for ASCII (regex's 256 is VERSION1)
+    for ours, theirs in ((re.I, regex.I), (re.M, regex.M), (re.S, regex.S), (re.X, regex.X), (re.A, regex.A)):
+        if pattern.flags & ours:
+            flags |= theirs
+    return regex.compile(pattern.pattern, flags)
 
 
 def check_keep_rate(keep_rate: object) -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .config import CompressionConfig
-from .results import Span
+from .config import CompressionConfig, bounded_pattern
+from .results import DraftTimeoutError, Span
 from .structure import PROSE, JSONNode, Layout, layout_of, line_spans
 from .text import is_word_boundary
 from .units import Unit
@@ -37,6 +39,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# After the longest fitting prefix of the priority order: while more than FILL_SLACK of the budget is unused, up
+# to FILL_TRIES of the next FILL_SCAN units are tried whole (whole lines and JSON values cannot be cut to fit).
+FILL_SLACK = 0.03
+FILL_TRIES = 16
+FILL_SCAN = 256
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -50,19 +58,60 @@ class Selection:
     paths: tuple[tuple[str, ...], ...] = ()  # per document: JSON paths of the kept values (empty for text)
 
 
-def protected_spans(text: str, patterns: Sequence[re.Pattern[str]]) -> list[Span]:
-    """Spans of every non-empty match of the ``protect`` patterns, widened to whole words."""
+def protected_spans(text: str, patterns: Sequence[re.Pattern[str]], *, deadline: float | None = None) -> list[Span]:
+    """Spans of every non-empty match of the ``protect`` patterns, widened to whole words.
+
+    ``deadline`` (a ``time.monotonic()``): the matching runs in a worker thread with the `regex` module
+    (:func:`~crossprefill_agents.config.bounded_pattern`, which releases the GIL), and
+    :class:`~crossprefill_agents.results.DraftTimeoutError` is raised once the deadline passes, whatever a
+    pattern's backtracking would have cost. ``None``: matched here with ``re``, unbounded.
+    """
+    if not patterns:
+        return []
+    if deadline is None:
+        return _widen(text, [m.span() for pat in patterns for m in pat.finditer(text)])
+    return _widen(text, _bounded_matches(text, patterns, deadline))
+
+
+def _bounded_matches(text: str, patterns: Sequence[re.Pattern[str]], deadline: float) -> list[Span]:
+    """The matches' spans, or DraftTimeoutError at ``deadline`` (the worker stops by its own CPU-time timeout)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DraftTimeoutError("no time left for the protect patterns within CompressionConfig.timeout_s")
+    found: list[Span] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for pat in patterns:
+                compiled = bounded_pattern(pat)
+                found.extend(m.span() for m in compiled.finditer(text, timeout=remaining, concurrent=True))
+        except BaseException as e:  # TimeoutError from regex, or anything else: reported in the caller's thread
+            failed.append(e)
+
+    worker = threading.Thread(target=run, name="crossprefill-protect", daemon=True)
+    worker.start()
+    worker.join(remaining)
+    if worker.is_alive() or (failed and isinstance(failed[0], TimeoutError)):
+        raise DraftTimeoutError(
+            f"the protect patterns ran past CompressionConfig.timeout_s ({len(text)} characters, "
+            f"{len(patterns)} pattern(s))"
+        )
+    if failed:
+        raise failed[0]
+    return found
+
+
+def _widen(text: str, matches: Iterable[Span]) -> list[Span]:
     spans = []
-    for pat in patterns:
-        for m in pat.finditer(text):
-            s, e = m.span()
-            if e <= s:
-                continue
-            while s > 0 and not is_word_boundary(text, s):
-                s -= 1
-            while e < len(text) and not is_word_boundary(text, e):
-                e += 1
-            spans.append((s, e))
+    for s, e in matches:
+        if e <= s:
+            continue
+        while s > 0 and not is_word_boundary(text, s):
+            s -= 1
+        while e < len(text) and not is_word_boundary(text, e):
+            e += 1
+        spans.append((s, e))
     return spans
 
 
@@ -113,7 +162,8 @@ def select(
     ``priority`` ``(units,)`` orders the units (higher first; ties by document, then position).
     Units are added in that order, cut by cut (so the last unit may be kept in part); the
     number of target tokens of the rendered documents is counted with ``count`` and the
-    longest prefix of that order whose count fits the budget is kept (binary search).
+    longest prefix of that order whose count fits the budget is kept (binary search). While
+    more than 3% of the budget is left, the next units that fit whole are added (:data:`FILL_SLACK`).
     Protected spans (and each layout's required spans) are always kept, even when they alone
     exceed the budget. Each document is rendered as its layout says (:func:`render_layout`;
     prose when ``layouts`` is None).
@@ -129,7 +179,7 @@ def select(
     shapes = list(layouts) if layouts is not None else [PROSE] * len(texts)
     fixed = [[*p, *shape.required] for p, shape in zip(protected, shapes, strict=True)]
 
-    def build(s: int) -> tuple[list[Rendering], list[int]]:
+    def spans_at(s: int) -> list[list[Span]]:
         per_doc: list[list[Span]] = [list(p) for p in fixed]
         if s > 0:
             rank = int(step_rank[s - 1])
@@ -137,8 +187,36 @@ def select(
                 per_doc[units[i].doc].append((units[i].start, units[i].end))
             u = units[int(step_unit[s - 1])]
             per_doc[u.doc].append((u.start, int(step_cut[s - 1])))
+        return per_doc
+
+    def build(s: int) -> tuple[list[Rendering], list[int]]:
+        per_doc = spans_at(s)
         rendered = [render_layout(t, sp, shape, delimiter) for t, sp, shape in zip(texts, per_doc, shapes, strict=True)]
         return rendered, [count(r.text) if r.text else 0 for r in rendered]
+
+    def fill(s: int, rendered: list[Rendering], tokens: list[int]) -> tuple[list[Rendering], list[int]]:
+        """After the longest fitting prefix of the order, the next units that fit whole: a unit that cannot be cut
+        (a line, a JSON value) would otherwise leave up to its own size of the budget unused."""
+        if s >= len(step_cut) or budget - sum(tokens) <= FILL_SLACK * budget:
+            return rendered, tokens
+        per_doc = spans_at(s)
+        tries = 0
+        first = int(step_rank[s - 1]) + 1 if s > 0 else 0
+        for i in order[first : first + FILL_SCAN]:
+            u, slack = units[i], budget - sum(tokens)
+            if count(texts[u.doc][u.start : u.end]) > slack:
+                continue  # cannot fit, whatever its rendering: no render needed
+            trial = [*per_doc[u.doc], (u.start, u.end)]
+            r = render_layout(texts[u.doc], trial, shapes[u.doc], delimiter)
+            n = count(r.text) if r.text else 0
+            if n - tokens[u.doc] <= slack:
+                per_doc[u.doc], rendered[u.doc], tokens[u.doc] = trial, r, n
+                if budget - sum(tokens) <= FILL_SLACK * budget:
+                    break
+            tries += 1
+            if tries >= FILL_TRIES:
+                break
+        return rendered, tokens
 
     lo_rendered, lo_tokens = build(0)
     over = sum(lo_tokens) > budget
@@ -157,6 +235,7 @@ def select(
                 lo, lo_rendered, lo_tokens = mid, rendered, tokens
             else:
                 hi = mid - 1
+        lo_rendered, lo_tokens = fill(lo, list(lo_rendered), list(lo_tokens))
     return Selection(
         spans=tuple(r.spans for r in lo_rendered),
         texts=tuple(r.text for r in lo_rendered),

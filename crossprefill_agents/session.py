@@ -323,8 +323,9 @@ class CompressionSession:
         return head + [i for i in readable if i >= start and i not in head]
 
     def _count(self, text: object) -> int:
-        """Target tokens of a message's content (0 for non-str content), counted once per distinct content."""
-        if not isinstance(text, str) or not text.strip():
+        """Target tokens of a message's content (0 for non-str content; whitespace counts, it is sent), counted once
+        per distinct content."""
+        if not isinstance(text, str) or not text:
             return 0
         return self._counted("t", text, self.compressor.target.count)
 

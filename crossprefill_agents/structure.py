@@ -198,7 +198,8 @@ def _is_json_lines(lines: list[str]) -> bool:
 
 _WS = " \t\n\r"
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_SCALAR = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null")
+# NaN and Infinity are not JSON, but Python's json module writes and reads them: such a tool output stays one
+_SCALAR = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null|NaN|-?Infinity")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -138,6 +138,13 @@ def resolve_target(target: object, *, local_files_only: bool = False) -> TokenCo
                 return _tiktoken_counter(tiktoken.encoding_name_for_model(name))
             except KeyError:
                 pass
+        if not (Path(name).expanduser().exists() or "/" in name or _in_hub_cache(name)):
+            encodings = ", ".join(tiktoken.list_encoding_names()) if tiktoken is not None else "none (no tiktoken)"
+            raise ValueError(  # fail at once, not after a hub lookup that takes tens of seconds to say no
+                f"unknown target {name!r}: not a tiktoken encoding ({encodings}), an OpenAI model name, an embedded "
+                f"target ({', '.join(sorted(EMBEDDED_TARGETS))}; install one with `crossprefill download NAME`), "
+                "an existing tokenizer folder, or a hub id (owner/name)"
+            )
         from transformers import AutoTokenizer
 
         try:
@@ -158,3 +165,13 @@ def resolve_target(target: object, *, local_files_only: bool = False) -> TokenCo
         "target must be a tiktoken encoding or OpenAI model name, a transformers tokenizer or its id/path, "
         f"or a callable str -> int; got {type(target).__name__}"
     )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the local hub cache holds a tokenizer for ``repo_id`` (a bare legacy id such as ``gpt2``)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "tokenizer_config.json"), str)
+    except Exception:  # an id the hub library refuses is not in its cache
+        return False

@@ -81,12 +81,24 @@ def _aliases() -> str:
 
 
 def _checked_source(source: str) -> str:
-    """``source`` unless it is a near miss of an embedded alias (a typo fails at once, not after a hub lookup)."""
-    if not Path(source).expanduser().exists():
-        close = difflib.get_close_matches(source, list(EMBEDDED_MODELS), n=1, cutoff=0.8)
-        if close:
-            raise ModelNotAvailableError(
-                f"unknown draft {source!r}: did you mean {close[0]!r}? Embedded drafts: {_aliases()} "
-                "(install one with `crossprefill download NAME`)"
-            )
-    return source
+    """``source`` if it can name a draft: an existing path, or a hub id (``owner/name``, or a bare name the
+    local hub cache holds). Anything else (a typo of an alias, an unknown name) fails at once, before a
+    hub lookup that would take tens of seconds to say no."""
+    if Path(source).expanduser().exists() or "/" in source or _in_hub_cache(source):
+        return source
+    close = difflib.get_close_matches(source, list(EMBEDDED_MODELS), n=1, cutoff=0.8)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelNotAvailableError(
+        f"unknown draft {source!r}{hint}: the embedded drafts are {_aliases()}; else pass an existing file or "
+        "folder, or a hub id (owner/name). Install an embedded draft with `crossprefill download NAME`"
+    )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the local hub cache holds ``repo_id`` (a bare legacy id such as ``gpt2`` loads from there)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the hub library refuses is not in its cache
+        return False

@@ -28,7 +28,7 @@ from ..scoring import (
     renormalize_over_context,
 )
 
-__all__ = ["NULL_QUERY", "QUERY_BLOCK", "Window", "check_deadline", "lookahead_votes", "question_votes"]
+__all__ = ["NULL_QUERY", "QUERY_BLOCK", "Window", "check_deadline", "lookahead_votes", "now", "question_votes"]
 
 NULL_QUERY = "N/A"  # the content-free query whose attention calibrates the question scorer
 QUERY_BLOCK = 16  # question tokens per eager forward (bounds the attention maps held at once)
@@ -54,9 +54,14 @@ class Window:
     forward: Forward  # one eager forward extending the cache
 
 
+def now() -> float:
+    """The clock deadlines are read on: ``time.monotonic()``."""
+    return time.monotonic()
+
+
 def check_deadline(deadline: float | None) -> None:
-    """Raise :class:`DraftTimeoutError` once ``time.monotonic()`` is past ``deadline``."""
-    if deadline is not None and time.monotonic() > deadline:
+    """Raise :class:`DraftTimeoutError` once :func:`now` is past ``deadline``."""
+    if deadline is not None and now() > deadline:
         raise DraftTimeoutError("the draft ran past CompressionConfig.timeout_s")
 
 

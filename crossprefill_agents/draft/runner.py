@@ -23,15 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import CompressionConfig
-from ..results import DraftError, DraftScores, TokenizedText
+from ..config import MIN_CONTEXT_TOKENS, CompressionConfig
+from ..results import DraftError, DraftScores, DraftTimeoutError, TokenizedText
 from ..text import sanitize
 from .prefix import DraftPrefix
-from .queries import NULL_QUERY, Window, check_deadline, lookahead_votes, question_votes
+from .queries import NULL_QUERY, Window, check_deadline, lookahead_votes, now, question_votes
 
 __all__ = ["DEFAULT_WINDOW", "DraftModel"]
 
 DEFAULT_WINDOW = 8192  # draft tokens per window when the model states no position limit
+# Under a deadline the prefill runs in blocks sized from the last block's speed, so that one block takes about
+# an eighth of the time left when the prefill began (between these bounds): a deadline is overrun by one block.
+TIMED_FIRST_BLOCK = 64  # draft tokens of the first timed block (its speed sizes the next)
+TIMED_BLOCK_S = (0.05, 1.0)  # the bounds of one timed block's seconds
 
 
 @dataclass(frozen=True)
@@ -260,10 +264,10 @@ class DraftModel:
             room = limit - head - max(n_query, len(self._query_ids(NULL_QUERY, config))) - 1
         else:
             room = limit - head - n_query - x.lookahead - 1
-        if room < 64:
+        if room < MIN_CONTEXT_TOKENS:
             raise DraftError(
-                f"the query takes {n_query} draft tokens and leaves no room for context in the "
-                f"draft's {limit}-token window; shorten the query or raise window_tokens"
+                f"the query takes {n_query} draft tokens and leaves fewer than {MIN_CONTEXT_TOKENS} for context in "
+                f"the draft's {limit}-token window; shorten the query or raise window_tokens"
             )
         return room
 
@@ -298,7 +302,7 @@ class DraftModel:
         question = x.scorer == "question" and ctx_end < len(ids)  # an empty query: the look-ahead queries
         heads = self.voting_heads(config) if question or x.heads != "auto" else ()
         depth = self._depth(heads, capture is not None) if question else self.num_layers
-        with self._lock, torch.inference_mode(), self._truncated(depth):
+        with self._locked(deadline), torch.inference_mode(), self._truncated(depth):
             if state is None:
                 cache = DynamicCache(config=self.model.config)  # sliding-window layers keep only their window
                 start = 0
@@ -331,11 +335,39 @@ class DraftModel:
         return votes.double().cpu().numpy(), t1 - t0, t2 - t1, len(body) - start + n_query
 
     def _prefill(self, ids: list[int], cache: Any, config: CompressionConfig, deadline: float | None) -> None:
+        """Extend ``cache`` by ``ids``: ``prefill_chunk_tokens`` per forward, or under a ``deadline`` in blocks
+        that each take a small share of the time left (:data:`TIMED_BLOCK_S`), checked before each block."""
         block = config.prefill_chunk_tokens
         with self._attention(prefill=True):
-            for i in range(0, len(ids), block):
+            if deadline is None:
+                for i in range(0, len(ids), block):
+                    self._forward(ids[i : i + block], cache)
+                return
+            low, high = TIMED_BLOCK_S
+            share = min(high, max(low, (deadline - now()) / 8))  # seconds one block may take
+            size, i = min(block, TIMED_FIRST_BLOCK), 0
+            while i < len(ids):
                 check_deadline(deadline)
-                self._forward(ids[i : i + block], cache)
+                t0 = now()
+                self._forward(ids[i : i + size], cache)
+                i += size
+                rate = size / max(now() - t0, 1e-6)  # tokens per second of this block
+                size = int(min(block, max(16, rate * share)))
+        check_deadline(deadline)
+
+    @contextlib.contextmanager
+    def _locked(self, deadline: float | None) -> Iterator[None]:
+        """Hold the draft's lock (one forward at a time), waiting for it no later than ``deadline``."""
+        if deadline is None:
+            with self._lock:
+                yield
+            return
+        if not self._lock.acquire(timeout=max(0.0, deadline - now())):
+            raise DraftTimeoutError("the draft was busy with another call until CompressionConfig.timeout_s")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _forward(self, ids: list[int], cache: Any, *, attentions: bool = False) -> Any:
         """One forward of ``ids`` extending ``cache``, last-token logits only (and attention weights if asked)."""
