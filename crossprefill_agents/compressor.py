@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from .config import CompressionConfig, Recompress, SessionConfig, check_keep_rate, check_max_tokens
 from .draft import DraftModel, DraftPrefix, load_draft
 from .ranking import rank_units
-from .results import CompressionResult, DraftScores, DraftTimeoutError, Timings, fail_open, unchanged
+from .results import CompressionResult, DraftError, DraftScores, DraftTimeoutError, Timings, fail_open, unchanged
 from .selection import layout_for, protected_spans, select
 from .session import CompressionSession
 from .stores import ByteLRU, InMemoryMemoStore, MemoStore
@@ -301,6 +303,8 @@ class PromptCompressor:
         if budget.passes_through:
             return budget.unchanged(docs, t0)
         try:  # timeout_s bounds the protect matching here (the draft already ran)
+            if not all(np.isfinite(s).all() for s in scores.scores):  # a caller's scores: no ranking on NaN
+                raise DraftError("the scores are not finite (NaN or inf): there is no ranking to select by")
             protected = self._protected(docs, budget.config, budget.config.deadline())
         except Exception as e:
             return budget.unchanged(docs, t0, fail_open(e, on_error=budget.config.on_error, what="the context"))

@@ -315,3 +315,21 @@ def test_non_finite_draft_weights_fail_open(value: float, scorer: str) -> None:
     )
     assert turn.messages[1]["content"] == context
     assert turn.stats.fallback_reason is not None and "not finite" in turn.stats.fallback_reason
+
+
+def test_non_finite_scores_given_to_compress_scored_fail_open() -> None:
+    """Scores a caller hands to compress_scored with a NaN in them pass the context through with a reason,
+    never a selection ranked on NaN."""
+    import numpy as np
+
+    from crossprefill_agents.testing import tiny_draft
+
+    pc = PromptCompressor(tiny_draft("llama"), target=words, config=CompressionConfig(min_tokens=0))
+    context = make_text(300, seed=5)
+    scores = pc.draft.score([context], "which river?", config=pc.config)
+    bad = scores.scores[0].copy()
+    bad[len(bad) // 2] = np.nan
+    (r,) = pc.compress_scored([context], replace(scores, scores=(bad,)), keep_rate=0.3)
+    assert r.text == context and r.fallback_reason is not None and "not finite" in r.fallback_reason
+    (ok,) = pc.compress_scored([context], scores, keep_rate=0.3)
+    assert ok.fallback_reason is None and ok.compressed_tokens <= ok.budget_tokens
