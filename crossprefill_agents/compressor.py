@@ -318,8 +318,7 @@ class PromptCompressor:
         cfg = self.config.with_overrides(keep_rate=keep_rate, max_tokens=max_tokens)
         originals = [self.target.count(d) if d else 0 for d in docs]
         text_tokens = [n if d.strip() else 0 for n, d in zip(originals, docs, strict=True)]
-        cap = cfg.max_tokens if cfg.max_tokens is not None else round(cfg.keep_rate * sum(text_tokens))
-        return _Budget(cfg, originals, cap, text_tokens)
+        return _Budget(cfg, originals, cfg.budget_tokens(sum(text_tokens)), text_tokens)
 
     def _compress(
         self, docs: list[str], query: str, keep_rate: float | None, max_tokens: int | None

@@ -199,6 +199,10 @@ class CompressionConfig:
             ),
         )
 
+    def budget_tokens(self, text_tokens: int) -> int:
+        """Target tokens the kept text may take, for a context of ``text_tokens`` (whitespace-only text has none)."""
+        return self.max_tokens if self.max_tokens is not None else round(self.keep_rate * text_tokens)
+
     def with_overrides(self, *, keep_rate: float | None = None, max_tokens: int | None = None) -> CompressionConfig:
         """A copy with a per-call budget; ``None`` keeps this config's value."""
         if keep_rate is None and max_tokens is None:

@@ -126,8 +126,8 @@ def checked_result(
         if not 0 <= s < e <= len(text) or s < end:
             raise ValueError(f"span ({s}, {e}) is empty, out of order or outside the {len(text)}-character segment")
         end = e
-    original = count(text) if text.strip() else 0
-    budget = config.max_tokens if config.max_tokens is not None else round(config.keep_rate * original)
+    original = count(text) if text else 0
+    budget = config.budget_tokens(original if text.strip() else 0)  # as the compressor derives it
     if spans == ((0, len(text)),) and stored.text == text and not stored.kept_paths:  # passed through whole
         return _recounted(text, spans, (), original, original, budget, draft_tokens)
     layout = layout_for(text, config)
