@@ -13,6 +13,7 @@ def main() -> None:
         "agent": "benchmarks.agent",
         "structured": "benchmarks.structured",
         "answers": "benchmarks.answers",
+        "precision": "benchmarks.precision",
         "ttft": "benchmarks.ttft",
         "target-runtime": "benchmarks.target_runtime",
     }

@@ -1,13 +1,16 @@
 """Scoring overhead against the draft's own plain prefill, and peak memory on a 32k-token context.
 
     python -m benchmarks speed [--drafts smollm2-135m gemma3-270m] [--lengths 1024 4096 8192] [--repeats 2]
+                               [--dtypes float32 bfloat16]
 
-For each draft and length, on the same essay text in one run: (a) one plain forward of the
-whole prompt with the model's fused (sdpa) attention and ``logits_to_keep=1``, the cheapest
-way the draft can read it; (b) the full scoring pass (block prefill + the eager query steps).
-The ratio b/a is the method's overhead over reading the prompt at all (goal: <= 1.3x).
-Peak RSS is measured in a fresh subprocess that loads SmolLM2 and compresses a 32k-token
-context (goal: <= 3 GB). Results go to ``benchmarks/results/speed.{json,md}``.
+For each draft, length and weights dtype, on the same essay text in one run, interleaved: (a)
+one plain forward of the whole prompt with the float32 model's fused (sdpa) attention and
+``logits_to_keep=1``, the cheapest way the draft can read it at full precision (and the same
+read in each other dtype); (b) the full scoring pass (block prefill + the eager query steps)
+in each dtype. The ratio b/a is the method's cost over reading the prompt at all in float32
+(goals: <= 1.3x; bfloat16 <= 0.5x). Peak RSS is measured in a fresh subprocess that loads
+SmolLM2 with the default dtype and compresses a 32k-token context (goal: <= 3 GB). Results
+go to ``benchmarks/results/speed.{json,md}``.
 """
 
 from __future__ import annotations
@@ -53,51 +56,62 @@ def plain_prefill_s(draft: DraftModel, ids: list[int]) -> float:
         return time.perf_counter() - t
 
 
-def bench_overhead(draft_name: str, lengths: list[int], repeats: int) -> list[dict[str, Any]]:
-    draft = load_draft(draft_name)
+def bench_overhead(draft_name: str, lengths: list[int], repeats: int, dtypes: list[str]) -> list[dict[str, Any]]:
+    """Per length and dtype: plain prefill (float32 and this dtype) and scoring, the best of ``repeats``."""
+    drafts = {d: load_draft(draft_name, dtype=d) for d in dict.fromkeys(["float32", *dtypes])}
+    reference = drafts["float32"]
     text = essays_text()
     query = "What did the author learn from his first startup?"
     config = CompressionConfig()
     rows = []
-    draft.score([text[:2000]], query, config=config)  # warm-up
+    for draft in drafts.values():
+        draft.score([text[:2000]], query, config=config)  # warm-up
     for n in lengths:
-        context = _ids_of_length(draft, text, n)
-        ids = draft.prompt_ids([context], query, config=config)
-        plain, scoring, prefill, look = [], [], [], []
-        for _ in range(repeats):  # interleaved, so drift on a shared machine hits both sides alike
-            plain.append(plain_prefill_s(draft, ids))
-            t = time.perf_counter()
-            s = draft.score([context], query, config=config)
-            scoring.append(time.perf_counter() - t)
-            prefill.append(s.prefill_s)
-            look.append(s.query_s)
-        row = {
-            "draft": draft_name,
-            "context_tokens": n,
-            "prompt_tokens": len(ids),
-            "plain_prefill_s": min(plain),
-            "scoring_s": min(scoring),
-            "scoring_prefill_s": min(prefill),
-            "scoring_query_s": min(look),
-            "ratio": min(scoring) / min(plain),
-            "ms_per_1k_tokens": 1000 * min(scoring) / (len(ids) / 1000),
-        }
-        print(
-            f"  {draft_name:>14} {n:>6} tokens: plain prefill {row['plain_prefill_s']:.2f} s, "
-            f"scoring {row['scoring_s']:.2f} s -> {row['ratio']:.2f}x",
-            flush=True,
-        )
-        rows.append(row)
+        context = _ids_of_length(reference, text, n)
+        ids = reference.prompt_ids([context], query, config=config)
+        plain: dict[str, list[float]] = {d: [] for d in drafts}
+        timed: dict[str, list[tuple[float, float, float]]] = {d: [] for d in dtypes}
+        for _ in range(repeats):  # interleaved, so drift on a shared machine hits every column alike
+            for d, draft in drafts.items():
+                plain[d].append(plain_prefill_s(draft, ids))
+                if d in timed:
+                    t = time.perf_counter()
+                    s = draft.score([context], query, config=config)
+                    timed[d].append((time.perf_counter() - t, s.prefill_s, s.query_s))
+        for d in dtypes:
+            best = min(timed[d])
+            row = {
+                "draft": draft_name,
+                "dtype": d,
+                "context_tokens": n,
+                "prompt_tokens": len(ids),
+                "plain_prefill_fp32_s": min(plain["float32"]),
+                "plain_prefill_s": min(plain[d]),
+                "scoring_s": best[0],
+                "scoring_prefill_s": best[1],
+                "scoring_query_s": best[2],
+                "ratio": best[0] / min(plain["float32"]),
+                "ratio_same_dtype": best[0] / min(plain[d]),
+                "ms_per_1k_tokens": 1000 * best[0] / (len(ids) / 1000),
+            }
+            print(
+                f"  {draft_name:>14} {d:>8} {n:>6} tokens: plain prefill fp32 {row['plain_prefill_fp32_s']:.2f} s, "
+                f"{d} {row['plain_prefill_s']:.2f} s; scoring {row['scoring_s']:.2f} s -> {row['ratio']:.2f}x",
+                flush=True,
+            )
+            rows.append(row)
     return rows
 
 
+# The child reads its own high-water mark, VmHWM (Linux): ru_maxrss survives exec, so in a child of this process
+# it starts at this process's RSS at fork (the drafts loaded above) and overstated the peak before 2026-12-02.
 _RSS_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from crossprefill_agents import PromptCompressor
-from benchmarks.speed import essays_text
+from benchmarks.speed import peak_rss_mb, essays_text
 n = int(sys.argv[1])
 pc = PromptCompressor.from_pretrained("smollm2-135m", target="cl100k_base")
-after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after_load = peak_rss_mb()
 text = essays_text()
 enc = pc.target
 ctx = text[: n * 5]
@@ -105,11 +119,23 @@ while enc.count(ctx) > n:
     ctx = ctx[: int(len(ctx) * 0.97)]
 t = time.perf_counter()
 r = pc.compress(ctx, "What did the author learn from his first startup?", keep_rate=0.25)
-print(json.dumps({"context_tokens": r.original_tokens, "draft_tokens": r.draft_tokens,
+print(json.dumps({"dtype": str(pc.draft.model.dtype).removeprefix("torch."),
+                  "context_tokens": r.original_tokens, "draft_tokens": r.draft_tokens,
                   "compressed_tokens": r.compressed_tokens, "seconds": time.perf_counter() - t,
-                  "rss_after_load_mb": after_load / 1024,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_after_load_mb": after_load, "peak_rss_mb": peak_rss_mb()}))
 """
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM where /proc has it (its own, reset at exec), else
+    ru_maxrss (which a child inherits from its parent's RSS at fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_peak_rss(n_tokens: int) -> dict[str, Any]:
@@ -128,28 +154,30 @@ def bench_peak_rss(n_tokens: int) -> dict[str, Any]:
 
 def to_markdown(result: dict[str, Any]) -> str:
     lines = [
-        "### Scoring overhead over the draft's plain sdpa prefill (same input, same run)",
+        "### Scoring cost over the draft's plain float32 sdpa prefill (same input, same run)",
         "",
-        "| draft | context tokens | plain prefill s | scoring s (prefill + query passes) | ratio | ms / 1k tokens |",
-        "|---|---|---|---|---|---|",
+        "| draft | dtype | context tokens | plain prefill fp32 s | plain prefill, this dtype s | "
+        "scoring s (prefill + query passes) | scoring / plain fp32 | ms / 1k tokens |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["overhead"]:
         lines.append(
-            f"| {r['draft']} | {r['context_tokens']:,} | {r['plain_prefill_s']:.2f} | "
+            f"| {r['draft']} | {r.get('dtype', 'float32')} | {r['context_tokens']:,} | "
+            f"{r.get('plain_prefill_fp32_s', r['plain_prefill_s']):.2f} | {r['plain_prefill_s']:.2f} | "
             f"{r['scoring_s']:.2f} ({r['scoring_prefill_s']:.2f} + {r['scoring_query_s']:.2f}) | "
             f"{r['ratio']:.2f}x | {r['ms_per_1k_tokens']:.0f} |"
         )
     m = result["memory"]
     lines += [
         "",
-        "### Peak memory compressing a long context (fresh process, SmolLM2-135M, float32)",
+        f"### Peak memory compressing a long context (fresh process, SmolLM2-135M, {m.get('dtype', 'float32')})",
         "",
         "| context (cl100k tokens) | draft tokens | peak RSS MB | RSS after loading MB | seconds |",
         "|---|---|---|---|---|",
         f"| {m['context_tokens']:,} | {m['draft_tokens']:,} | {m['peak_rss_mb']:.0f} | "
         f"{m['rss_after_load_mb']:.0f} | {m['seconds']:.1f} |",
         "",
-        f"Machine: {result['machine']}. Goals: ratio <= 1.3x, peak RSS <= 3,000 MB.",
+        f"Machine: {result['machine']}. Goals: ratio <= 1.3x (bfloat16: <= 0.5x), peak RSS <= 3,000 MB.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -160,9 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lengths", nargs="+", type=int, default=[1024, 4096, 8192])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--rss-tokens", type=int, default=32_000)
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     args = ap.parse_args(argv)
     print("scoring overhead:", flush=True)
-    overhead = [row for d in args.drafts for row in bench_overhead(d, args.lengths, args.repeats)]
+    overhead = [row for d in args.drafts for row in bench_overhead(d, args.lengths, args.repeats, args.dtypes)]
     print("peak memory:", flush=True)
     memory = bench_peak_rss(args.rss_tokens)
     result = {

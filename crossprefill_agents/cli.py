@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=None, help="give up on the draft after this many seconds")
     c.add_argument("--local-files-only", action="store_true", help="never reach a model hub")
     c.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 linear layers for the draft (CPU)")
+    c.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="the draft's weights dtype; auto = bfloat16 where the CPU or GPU computes it natively, else float32",
+    )
 
     d = sub.add_parser(
         "download",
@@ -109,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drafts, targets = _download_names(args.name)
         for name in drafts:
             path = download(name)
-            load_draft(name)  # calibrates the retrieval heads if they are not stored yet
+            load_draft(name, dtype="float32")  # calibrates the retrieval heads if they are not stored yet
             print(f"{name}: {path} (retrieval heads: {heads_path(name)})", file=sys.stderr)
         for name in targets:
             print(f"{name}: {download_target(name)}", file=sys.stderr)
@@ -140,6 +146,7 @@ def _compress(args: argparse.Namespace) -> int:
         config=config,
         local_files_only=args.local_files_only,
         quantize=args.quantize,
+        dtype=args.dtype,
     )
     if data is None:
         data = _read_stdin()

@@ -122,8 +122,10 @@ class PromptCompressor:
 
         ``target`` says whose tokens the budget counts: a tiktoken encoding or OpenAI model
         name, a transformers tokenizer or its id/path, or a callable ``str -> int``; by
-        default the draft's own tokenizer. ``quantize="int8"``: dynamic int8 linear layers
-        (CPU). ``memo`` and ``kv_cache_bytes``: see the class docstring.
+        default the draft's own tokenizer. ``dtype``: the draft's weights, ``None`` / ``"auto"`` =
+        bfloat16 where the device computes it natively, else float32 (see
+        :func:`crossprefill_agents.draft.load.resolve_dtype`). ``quantize="int8"``: dynamic int8
+        linear layers (CPU, float32 weights). ``memo`` and ``kv_cache_bytes``: see the class docstring.
         """
         draft = load_draft(
             name,

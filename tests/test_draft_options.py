@@ -77,3 +77,49 @@ def test_int8_refuses_non_cpu_models() -> None:
 
     with pytest.raises(ValueError, match="CPU only"):
         quantize_int8(OnMeta())
+
+
+def test_dtype_names_and_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dtype names map to torch dtypes; auto follows the device's native bfloat16; anything else is refused."""
+    from crossprefill_agents.draft import load as load_mod
+
+    assert load_mod.resolve_dtype("float32") is torch.float32 and load_mod.resolve_dtype("bfloat16") is torch.bfloat16
+    assert load_mod.resolve_dtype(torch.float16) is torch.float16
+    monkeypatch.setattr(load_mod, "native_bf16", lambda device=None: True)
+    assert load_mod.resolve_dtype(None) is torch.bfloat16 and load_mod.resolve_dtype("auto") is torch.bfloat16
+    monkeypatch.setattr(load_mod, "native_bf16", lambda device=None: False)
+    assert load_mod.resolve_dtype(None) is torch.float32
+    with pytest.raises(ValueError, match="dtype must be"):
+        load_mod.resolve_dtype("bf16")
+    with pytest.raises(TypeError, match="floating"):
+        load_mod.resolve_dtype(torch.int8)
+    assert load_mod.native_bf16("meta") is False  # a device with no bfloat16 kernels of its own
+
+
+def test_bf16_draft_from_a_folder(
+    tiny_llama_draft: DraftModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bfloat16 draft is named so (memo keys and caches never mix precisions), scores close to float32, and
+    compresses; int8 takes float32 weights whatever auto would pick, and refuses an explicit bfloat16."""
+    from crossprefill_agents.draft import load as load_mod
+
+    folder = tmp_path / "tiny"
+    tiny_llama_draft.model.save_pretrained(folder)
+    tiny_llama_draft.tokenizer.save_pretrained(folder)
+    bf16 = load_draft(folder, dtype="bfloat16")
+    fp32 = load_draft(folder, dtype=torch.float32)
+    assert bf16.model.dtype == torch.bfloat16 and bf16.name == f"{folder}+bf16"
+    assert fp32.model.dtype == torch.float32 and fp32.name == str(folder)
+    docs = [make_text(300, seed=5)]
+    a = np.concatenate(fp32.score(docs, "which river?", config=CompressionConfig()).scores)
+    b = np.concatenate(bf16.score(docs, "which river?", config=CompressionConfig()).scores)
+    assert np.isfinite(b).all() and np.corrcoef(a, b)[0, 1] > 0.9
+    r = PromptCompressor(bf16, config=CompressionConfig(min_tokens=10)).compress(docs[0], "which river?", keep_rate=0.3)
+    assert r.fallback_reason is None and r.compressed_tokens <= r.budget_tokens
+    monkeypatch.setattr(load_mod, "native_bf16", lambda device=None: True)
+    assert load_draft(folder).model.dtype == torch.bfloat16  # auto, on a device with native bfloat16
+    assert load_draft(folder, quantize="int8").name == f"{folder}+int8"
+    with pytest.raises(ValueError, match="float32 weights"):
+        load_draft(folder, quantize="int8", dtype="bfloat16")
+    with pytest.raises(ValueError, match="dtype must be"):
+        load_draft(folder, dtype="half-ish")

@@ -15,16 +15,51 @@ from .heads import calibrate, heads_path, load_retrieval_heads
 from .runner import DraftModel
 from .weights import load_model, quantize_int8
 
-__all__ = ["load_draft"]
+__all__ = ["DTYPES", "load_draft", "native_bf16", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
+
+# dtype names a caller may pass (and the CLI's --dtype choices), besides torch dtypes and "auto".
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# What a non-float32 draft's name carries, so that memo keys and draft caches never mix precisions.
+_NAME_TAGS = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def native_bf16(device: str | torch.device | None = None) -> bool:
+    """Whether ``device`` (``None`` = the CPU) computes bfloat16 natively: a CUDA GPU that supports it, or a
+    CPU with AVX-512 BF16 (or AMX). Elsewhere bfloat16 matmuls are emulated and slower than float32."""
+    kind = torch.device(device).type if device is not None else "cpu"
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool((probe is not None and probe()) or (amx is not None and amx()))
+    except RuntimeError:
+        return False
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device | None = None) -> torch.dtype:
+    """The draft's weights dtype: ``None`` or ``"auto"`` = bfloat16 where ``device`` computes it natively
+    (:func:`native_bf16`), else float32; a name from :data:`DTYPES` or a floating torch dtype as given."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be 'auto', one of {sorted(DTYPES)} or a torch dtype, got {dtype!r}")
+        return DTYPES[dtype]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be 'auto', a dtype name or a floating torch dtype, got {dtype!r}")
+    return dtype
 
 
 def load_draft(
     name: str | Path,
     *,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     local_files_only: bool = False,
     trust_remote_code: bool = False,
     quantize: Literal["int8"] | None = None,
@@ -34,8 +69,12 @@ def load_draft(
     """Load a draft from an embedded alias, a ``.gguf`` file, a local folder or a hub id.
 
     Embedded aliases (``smollm2-135m``, ``gemma3-270m``) load from the converted folder
-    that ``crossprefill download`` writes. ``quantize="int8"`` applies dynamic int8
-    quantisation to the linear layers (CPU only; see :func:`quantize_int8`).
+    that ``crossprefill download`` writes. ``dtype`` (see :func:`resolve_dtype`): by default
+    bfloat16 where the device computes it natively (scoring took 0.45x the float32 draft's
+    time here, at the same recall; ``benchmarks/README.md``), else float32; a draft that is
+    not float32 is named so (``smollm2-135m+bf16``), so that memo entries and draft caches of
+    two precisions never mix. ``quantize="int8"`` applies dynamic int8 quantisation to the
+    linear layers of float32 weights (CPU only; see :func:`quantize_int8`).
     Retrieval heads stored by :func:`~crossprefill_agents.draft.heads.calibrate` for this
     name are loaded into ``retrieval_heads``; an embedded draft with no heads file is
     calibrated once here (20-40 s on CPU) unless ``calibrate_heads=False``. A heads file
@@ -48,7 +87,18 @@ def load_draft(
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     source = str(name)
     kwargs = dict(model_kwargs or {})
-    kwargs.setdefault("dtype", dtype or torch.float32)
+    asked = kwargs.pop("dtype", dtype)
+    if quantize == "int8":
+        if asked not in (None, "auto") and resolve_dtype(asked, device) != torch.float32:
+            raise ValueError(f"quantize='int8' quantises float32 weights; got dtype={asked!r} (pass float32 or None)")
+        wanted = torch.float32
+    else:
+        wanted = resolve_dtype(asked, device)
+    tolerance = EMBEDDED_MODELS[source].depth_tolerance if source in EMBEDDED_MODELS else None
+    # Retrieval heads are always calibrated on float32 weights (the stored heads do not depend on the precision
+    # the draft later runs in): a draft that will calibrate here loads in float32 and is cast afterwards.
+    will_calibrate = tolerance is not None and calibrate_heads and not heads_path(source).exists()
+    kwargs["dtype"] = torch.float32 if will_calibrate else wanted
     where: str | Path = embedded_model_dir(source) if source in EMBEDDED_MODELS else _checked_source(source)
     try:
         model, tokenizer = load_model(
@@ -63,13 +113,16 @@ def load_draft(
         ) from e
     if device is not None:
         model = model.to(device)
-    tolerance = EMBEDDED_MODELS[source].depth_tolerance if source in EMBEDDED_MODELS else None
     shape = (int(model.config.num_hidden_layers), int(model.config.num_attention_heads))
     heads = load_retrieval_heads(source, tolerance, shape=shape)  # a refused file: warned, every head votes
     draft = DraftModel(model, tokenizer, name=source, retrieval_heads=heads)
     if heads is None and tolerance is not None and calibrate_heads and not heads_path(source).exists():
         logger.info("calibrating the retrieval heads of %s once (stored under the models home)", source)
         calibrate(draft, depth_tolerance=tolerance)
+    if draft.model.dtype != wanted:
+        draft.model = draft.model.to(wanted)
+    if wanted in _NAME_TAGS:
+        draft.name = f"{source}+{_NAME_TAGS[wanted]}"
     if quantize == "int8":
         draft.model = quantize_int8(draft.model)
         draft.name = f"{source}+{quantize}"
