@@ -76,7 +76,9 @@ def lexical_scores(unit_texts: Sequence[str], query: str) -> np.ndarray:
     n = len(bags)
     df = {w: sum(w in b for b in bags) for w in q}
     idf = {w: math.log((n + 1) / (df[w] + 0.5)) for w in q}
-    return np.array([sum(idf[w] for w in b) for b in bags], dtype=np.float64)
+    # fsum: exactly rounded, so a bag's score does not depend on its set's iteration order (PYTHONHASHSEED, the
+    # set's size): a plain sum split true ties by an ulp, and the ranking differed from one process to the next.
+    return np.array([math.fsum(idf[w] for w in b) for b in bags], dtype=np.float64)
 
 
 def percentile_ranks(x: np.ndarray) -> np.ndarray:

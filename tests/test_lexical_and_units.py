@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import make_text
 
-from crossprefill_agents import CompressionConfig, PromptCompressor
+from crossprefill_agents import CompressionConfig, PromptCompressor, ranking
 from crossprefill_agents.draft import DraftModel
 from crossprefill_agents.ranking import coarse_to_fine, fuse, lexical_scores, percentile_ranks
 from crossprefill_agents.text import content_words, sentence_starts
@@ -70,6 +70,26 @@ def test_lexical_scores_weight_rare_query_words() -> None:
     assert s[1] > s[0] > s[2] == 0.0
     assert content_words("The Rivers flowing") == {"river", "flow"}
     assert not lexical_scores(units, "the of and").any()
+
+
+class _Colliding(str):
+    """A word with a fixed hash: a set of them iterates in the order its words came, whatever PYTHONHASHSEED."""
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def test_lexical_scores_do_not_depend_on_set_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Units holding the same query words score bit-for-bit the same, in whatever order their word sets iterate.
+
+    Summed in set order, equal bags (or bags with equal idfs) split by an ulp, which broke a tie in the
+    percentile ranks differently under each PYTHONHASHSEED: the kept spans changed between processes.
+    """
+    monkeypatch.setattr(ranking, "content_words", lambda t: {_Colliding(w) for w in re.findall(r"\w+", t.lower())})
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    shaping = [" ".join(words[:k]) for k in range(1, len(words))]  # each word its own document frequency
+    s = lexical_scores([*shaping, " ".join(words), " ".join(reversed(words))], " ".join([*words, "golf", "hotel"]))
+    assert s[-1] == s[-2]
 
 
 def test_percentile_ranks_and_fusion() -> None:
