@@ -85,6 +85,7 @@ class Plan:
     seed: int = 0
     name: str = "quality"
     peer_methods: tuple[str, ...] = PEERS
+    paper: bool = True  # also score with CompressionConfig.paper() (its own pass per context and draft)
 
 
 QUICK = Plan(
@@ -203,7 +204,7 @@ def run(plan: Plan) -> dict[str, Any]:
         paper = PromptCompressor(ours.draft, target=ours.target, config=CompressionConfig.paper())
         seen: dict[int, int] = defaultdict(int)
         for ex in tqdm(all_examples, desc=f"ours+paper/{draft}", unit="ctx"):
-            for name, pc in (("ours", ours), ("paper", paper)):
+            for name, pc in (("ours", ours), ("paper", paper))[: 2 if plan.paper else 1]:
                 t0 = time.perf_counter()
                 scored = pc.draft.score([ex.context], ex.question, config=pc.config)
                 elapsed = time.perf_counter() - t0
@@ -712,6 +713,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--n", type=int, default=None, help="examples per dataset and length")
     ap.add_argument("--no-peers", action="store_true", help="skip LLMLingua / LongLLMLingua")
+    ap.add_argument("--no-paper", action="store_true", help="skip the paper preset's scoring pass")
+    ap.add_argument("--no-targets", action="store_true", help="skip the small local targets' answers")
+    ap.add_argument("--lengths", nargs="+", type=int, default=None, help="context lengths (target tokens)")
+    ap.add_argument("--datasets", nargs="+", default=None, help="datasets (peers and targets follow)")
+    ap.add_argument("--name", default=None, help="results file stem under benchmarks/results/")
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown and plots from the JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -720,6 +726,24 @@ def main(argv: list[str] | None = None) -> None:
         plan = Plan(**{**plan.__dict__, "n": args.n})
     if args.no_peers:
         plan = Plan(**{**plan.__dict__, "peers": False})
+    if args.no_paper:
+        plan = Plan(**{**plan.__dict__, "paper": False})
+    if args.no_targets:
+        plan = Plan(**{**plan.__dict__, "target_rates": ()})
+    if args.lengths:
+        plan = Plan(**{**plan.__dict__, "lengths": tuple(args.lengths)})
+    if args.datasets:
+        keep = tuple(args.datasets)
+        plan = Plan(
+            **{
+                **plan.__dict__,
+                "datasets": keep,
+                "peer_datasets": tuple(d for d in plan.peer_datasets if d in keep),
+                "target_datasets": tuple(d for d in plan.target_datasets if d in keep),
+            }
+        )
+    if args.name:
+        plan = Plan(**{**plan.__dict__, "name": args.name})
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / plan.name
     if args.report_only:
