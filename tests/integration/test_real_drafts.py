@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crossprefill_agents import CompressionConfig, PromptCompressor
-from crossprefill_agents.draft import DraftModel
+from crossprefill_agents.draft import DraftModel, load_draft
 from crossprefill_agents.targets import resolve_target
 
 pytestmark = pytest.mark.integration
@@ -46,24 +46,32 @@ def test_20k_token_context_with_the_8k_smollm2(smollm2: DraftModel, essays: str)
     assert "71432" in r.text
 
 
-def test_incremental_scoring_matches_from_scratch(real_draft: DraftModel, essays: str) -> None:
-    """Three agent turns of real text: scores from the kept draft cache equal fresh scoring (float32 rounding:
-    max abs diff under 1e-4 of the largest score), for the default and the published scorer."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_incremental_scoring_matches_from_scratch(real_draft: DraftModel, essays: str, dtype: str) -> None:
+    """Three agent turns of real text: scores from the kept draft cache equal fresh scoring, for the default and
+    the published scorer. float32: max abs diff under 1e-4 of the largest score. bfloat16 rounds every block's
+    activations, so a cache built over other blocks differs by a few percent of the largest score (measured
+    2.9-3.6%); the scores still rank alike (correlation > 0.99)."""
     import numpy as np
 
     from crossprefill_agents.draft import DraftPrefix
 
+    draft = load_draft(real_draft.name.split("+", 1)[0], dtype=dtype)
     docs = [essays[i * 1500 : (i + 1) * 1500] for i in range(4)]  # ~350 tokens each
     for cfg in (CompressionConfig(), CompressionConfig().with_experimental(scorer="lookahead", heads=())):
-        state = DraftPrefix(real_draft.name)
-        real_draft.score_incremental(docs[:2], "What did the author work on?", config=cfg, state=state)
+        state = DraftPrefix(draft.name)
+        draft.score_incremental(docs[:2], "What did the author work on?", config=cfg, state=state)
         for n in (3, 4):
-            inc = real_draft.score_incremental(docs[:n], QUESTION, config=cfg, state=state)
-            ref = real_draft.score(docs[:n], QUESTION, config=cfg)
+            inc = draft.score_incremental(docs[:n], QUESTION, config=cfg, state=state)
+            ref = draft.score(docs[:n], QUESTION, config=cfg)
             assert inc.reused_tokens > 0 and inc.prefilled_tokens < ref.prefilled_tokens / 2
             scale = max(float(np.abs(r).max()) for r in ref.scores)
             diff = max(float(np.abs(a - b).max()) for a, b in zip(inc.scores, ref.scores, strict=True))
-            assert diff < 1e-4 * max(1.0, scale)
+            if dtype == "float32":
+                assert diff < 1e-4 * max(1.0, scale)
+            else:
+                a, b = np.concatenate(inc.scores), np.concatenate(ref.scores)
+                assert diff < 0.1 * max(1.0, scale) and float(np.corrcoef(a, b)[0, 1]) > 0.99
 
 
 def test_embedded_drafts_come_with_retrieval_heads_that_find_the_passkey(real_draft: DraftModel, essays: str) -> None:
