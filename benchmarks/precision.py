@@ -28,11 +28,10 @@ from crossprefill_agents.draft import load_draft
 
 from .data import load_examples
 from .metrics import answer_kept, evidence_recall
+from .quality import LOW_OVERLAP, TARGET
 
 RESULTS = Path(__file__).parent / "results"
-TARGET = "cl100k_base"
 RATES = (0.25, 0.5)
-LOW_OVERLAP = 1
 
 
 def run(

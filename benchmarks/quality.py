@@ -33,7 +33,7 @@ import platform
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -722,28 +722,25 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     plan = QUICK if args.quick else PEERS_PLAN if args.peers else FULL
+    overrides: dict[str, Any] = {}
     if args.n is not None:
-        plan = Plan(**{**plan.__dict__, "n": args.n})
+        overrides["n"] = args.n
     if args.no_peers:
-        plan = Plan(**{**plan.__dict__, "peers": False})
+        overrides["peers"] = False
     if args.no_paper:
-        plan = Plan(**{**plan.__dict__, "paper": False})
+        overrides["paper"] = False
     if args.no_targets:
-        plan = Plan(**{**plan.__dict__, "target_rates": ()})
+        overrides["target_rates"] = ()
     if args.lengths:
-        plan = Plan(**{**plan.__dict__, "lengths": tuple(args.lengths)})
+        overrides["lengths"] = tuple(args.lengths)
     if args.datasets:
         keep = tuple(args.datasets)
-        plan = Plan(
-            **{
-                **plan.__dict__,
-                "datasets": keep,
-                "peer_datasets": tuple(d for d in plan.peer_datasets if d in keep),
-                "target_datasets": tuple(d for d in plan.target_datasets if d in keep),
-            }
-        )
+        overrides["datasets"] = keep
+        overrides["peer_datasets"] = tuple(d for d in plan.peer_datasets if d in keep)
+        overrides["target_datasets"] = tuple(d for d in plan.target_datasets if d in keep)
     if args.name:
-        plan = Plan(**{**plan.__dict__, "name": args.name})
+        overrides["name"] = args.name
+    plan = replace(plan, **overrides)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / plan.name
     if args.report_only:

@@ -70,8 +70,8 @@ def load_draft(
 
     Embedded aliases (``smollm2-135m``, ``gemma3-270m``) load from the converted folder
     that ``crossprefill download`` writes. ``dtype`` (see :func:`resolve_dtype`): by default
-    bfloat16 where the device computes it natively (scoring took 0.45x the float32 draft's
-    time here, at the same recall; ``benchmarks/README.md``), else float32; a draft that is
+    bfloat16 where the device computes it natively (faster at about the same recall: see
+    ``benchmarks/README.md``, "Draft precision"), else float32; a draft that is
     not float32 is named so (``smollm2-135m+bf16``), so that memo entries and draft caches of
     two precisions never mix. ``quantize="int8"`` applies dynamic int8 quantisation to the
     linear layers of float32 weights (CPU only; see :func:`quantize_int8`).
@@ -116,7 +116,7 @@ def load_draft(
     shape = (int(model.config.num_hidden_layers), int(model.config.num_attention_heads))
     heads = load_retrieval_heads(source, tolerance, shape=shape)  # a refused file: warned, every head votes
     draft = DraftModel(model, tokenizer, name=source, retrieval_heads=heads)
-    if heads is None and tolerance is not None and calibrate_heads and not heads_path(source).exists():
+    if will_calibrate and tolerance is not None:  # no heads file, so ``heads`` is None
         logger.info("calibrating the retrieval heads of %s once (stored under the models home)", source)
         calibrate(draft, depth_tolerance=tolerance)
     if draft.model.dtype != wanted:
