@@ -24,6 +24,7 @@ __all__ = [
     "context_slice",
     "head_rows",
     "head_vote",
+    "heads_by_layer",
     "mean_over_steps",
     "pick_heads",
     "pool_along_keys",
@@ -95,13 +96,27 @@ def pick_heads(per_layer: Sequence[torch.Tensor], heads: Sequence[tuple[int, int
     """
     if not heads:
         return list(per_layer)
-    if not any(0 <= layer < len(per_layer) and h < len(per_layer[layer]) for layer, h in heads):
-        raise ValueError(f"none of the heads {list(heads)[:4]} exist in this draft's {len(per_layer)} layers")
-    out = []
-    for i, rows in enumerate(per_layer):
-        keep = sorted({h for layer, h in heads if layer == i and h < len(rows)})
-        out.append(rows[keep])  # (len(keep), n_ctx)
-    return out
+    chosen = heads_by_layer([len(r) for r in per_layer], heads)
+    return [rows[list(keep)] for rows, keep in zip(per_layer, chosen, strict=True)]  # (len(keep), n_ctx) each
+
+
+def heads_by_layer(
+    n_heads: Sequence[int], heads: Sequence[tuple[int, int]], *, layers: Sequence[int] | None = None
+) -> tuple[tuple[int, ...], ...]:
+    """Per layer, the sorted head indices that vote: ``n_heads[i]`` is layer ``i``'s head count.
+
+    ``heads`` are ``(layer, head)`` pairs (empty: every head); pairs the draft lacks are skipped, and
+    :class:`ValueError` is raised when none exists. ``layers`` keeps only those layers (``None``: all).
+    """
+    if heads and not any(0 <= layer < len(n_heads) and 0 <= h < n_heads[layer] for layer, h in heads):
+        raise ValueError(f"none of the heads {list(heads)[:4]} exist in this draft's {len(n_heads)} layers")
+    allowed = set(range(len(n_heads)) if layers is None else layers)
+    return tuple(
+        (tuple(range(n)) if not heads else tuple(sorted({h for layer, h in heads if layer == i and 0 <= h < n})))
+        if i in allowed
+        else ()
+        for i, n in enumerate(n_heads)
+    )
 
 
 def mean_over_steps(steps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -124,10 +139,8 @@ def head_vote(
     those layers (``None``: all). Rows are pooled along keys with ``kernel`` before the max.
     Raises :class:`NoVotingHeadsError` when no head is left to vote.
     """
-    rows = pick_heads(per_layer, heads)  # still one block per layer
-    if layers is not None:
-        rows = [rows[i] for i in layers if i < len(rows)]
-    rows = [r for r in rows if len(r)]
+    chosen = heads_by_layer([len(r) for r in per_layer], heads, layers=layers)
+    rows = [r[list(keep)] if len(keep) < len(r) else r for r, keep in zip(per_layer, chosen, strict=True) if keep]
     if not rows:
         raise NoVotingHeadsError("no head is left to vote: the chosen heads lie outside the chosen layers")
     return pool_along_keys(torch.cat(rows, dim=0), kernel).amax(dim=0)  # (n_ctx,)

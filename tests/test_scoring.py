@@ -9,6 +9,7 @@ import torch
 from crossprefill_agents.scoring import (
     context_slice,
     head_vote,
+    heads_by_layer,
     mean_over_steps,
     pool_along_keys,
     question_vote,
@@ -79,6 +80,20 @@ def test_head_vote_takes_max_over_the_chosen_heads_and_layers_only() -> None:
     assert head_vote([layer0, layer1], layers=[1]).tolist() == pytest.approx([0.3, 0.8, 0.7])
     with pytest.raises(ValueError, match="no head is left"):
         head_vote([layer0, layer1], [(0, 0)], layers=[1])
+
+
+def test_heads_by_layer_names_the_voters_of_each_layer() -> None:
+    """The query passes form rows only for these heads, so they must be exactly the heads head_vote keeps."""
+    assert heads_by_layer([2, 3], []) == ((0, 1), (0, 1, 2))  # no pairs: every head
+    assert heads_by_layer([2, 3], [(1, 2), (1, 0), (0, 1), (1, 2)]) == ((1,), (0, 2))  # sorted, once each
+    assert heads_by_layer([2, 3], [(0, 1), (1, 2)], layers=[1]) == ((), (2,))
+    assert heads_by_layer([2, 3], [(0, 1), (5, 0), (0, 7)]) == ((1,), ())  # pairs the draft lacks are skipped
+    with pytest.raises(ValueError, match="none of the heads"):
+        heads_by_layer([2, 3], [(5, 0)])
+    rows = [torch.rand(2, 4), torch.rand(3, 4)]
+    pairs = [(1, 2), (0, 1)]
+    chosen = [r[list(k)] for r, k in zip(rows, heads_by_layer([2, 3], pairs), strict=True)]
+    assert torch.equal(head_vote(chosen), head_vote(rows, pairs))  # the pre-chosen rows vote alike
 
 
 def test_question_vote_cancels_what_every_query_attends_to() -> None:

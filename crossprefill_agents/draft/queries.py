@@ -22,6 +22,7 @@ from ..scoring import (
     context_slice,
     head_rows,
     head_vote,
+    heads_by_layer,
     mean_over_steps,
     pool_along_keys,
     question_vote,
@@ -68,14 +69,17 @@ def check_deadline(deadline: float | None) -> None:
 def question_votes(query_ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
     """Every question token reads the context; each head's mean, minus its mean for the null query, votes.
 
+    Only the voting heads' rows are renormalised and pooled (all of them when ``w.capture`` collects them).
     Returns ``(n_ctx,)`` scores and the query tokens run.
     """
     if hasattr(w.cache, "activate_past_recording"):
         w.cache.activate_past_recording()  # sliding-window layers keep what the question pushes out, for the crop
-    asked = _query_attention(query_ids, w, w.capture)
+    asked, voters = _query_attention(query_ids, w, w.capture)
     w.cache.crop(w.ctx_end - w.cache.get_seq_length())
-    null = _query_attention(w.null_ids, w, None)
-    return _vote(asked, w, null), len(query_ids) + len(w.null_ids)
+    null, _ = _query_attention(w.null_ids, w, None)
+    if voters is None:  # captured: every head's rows, chosen now
+        return _vote(asked, w, null), len(query_ids) + len(w.null_ids)
+    return _vote(asked, w, null, chosen=True), len(query_ids) + len(w.null_ids)
 
 
 def lookahead_votes(ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
@@ -107,13 +111,20 @@ def lookahead_votes(ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
     return mean_over_steps(steps), used
 
 
-def _query_attention(query_ids: list[int], w: Window, capture: list[torch.Tensor] | None) -> list[torch.Tensor]:
+def _query_attention(
+    query_ids: list[int], w: Window, capture: list[torch.Tensor] | None
+) -> tuple[list[torch.Tensor], tuple[tuple[int, ...], ...] | None]:
     """Per layer ``(heads, n_ctx)``: the mean over the query's tokens (not the separator's) of their
-    attention onto the context, renormalised over it in fp32 and pooled along keys."""
+    attention onto the context, renormalised over it in fp32 and pooled along keys.
+
+    Without ``capture`` only the voting heads' rows are formed (a layer with none gets ``(0, n_ctx)``), and
+    the second value says which heads each layer's rows are; with it, every head's rows, and ``None``.
+    """
     kernel = w.config.experimental.pool_kernel
     n_sep = len(w.separator_ids)
     skip = n_sep if 0 < n_sep < len(query_ids) and query_ids[:n_sep] == w.separator_ids else 0
     sums: list[torch.Tensor] | None = None
+    voters: tuple[tuple[int, ...], ...] | None = None
     counted = 0
     for i in range(0, len(query_ids), QUERY_BLOCK):
         check_deadline(w.deadline)
@@ -122,15 +133,16 @@ def _query_attention(query_ids: list[int], w: Window, capture: list[torch.Tensor
         first = max(0, skip - i)  # rows of this block that belong to the question
         if first >= len(block):
             continue
+        if capture is None and voters is None:
+            voters = _voters(w, [a.shape[1] for a in out.attentions])
         rows = []
         total = w.ctx_end + i + len(block)  # keys up to the block's last token
-        for a in out.attentions:  # (1, heads, block, k): the last k of `total` positions
-            heads, q, k = a[0, :, first:].shape
-            att = context_slice(
-                a[0, :, first:].reshape(heads * q, k), total_keys=total, ctx_start=w.ctx_start, ctx_end=w.ctx_end
-            )
+        for layer, a in enumerate(out.attentions):  # (1, heads, block, k): the last k of `total` positions
+            a = a[0, :, first:] if voters is None else a[0, list(voters[layer]), first:]
+            heads, q, k = a.shape
+            att = context_slice(a.reshape(heads * q, k), total_keys=total, ctx_start=w.ctx_start, ctx_end=w.ctx_end)
             att = att.reshape(heads, q, w.ctx_end - w.ctx_start)  # (heads, q, n_ctx)
-            rows.append(pool_along_keys(renormalize_over_context(att), kernel))
+            rows.append(pool_along_keys(renormalize_over_context(att), kernel) if heads else att.float())
         if capture is not None:
             for j in range(rows[0].shape[1]):
                 capture.append(torch.cat([r[:, j] for r in rows], dim=0))  # (layers*heads, n_ctx)
@@ -139,17 +151,35 @@ def _query_attention(query_ids: list[int], w: Window, capture: list[torch.Tensor
         counted += len(block) - first
     if sums is None:
         raise DraftError("the query has no tokens after the separator to read the context with")
-    return [x / counted for x in sums]
+    return [x / counted for x in sums], voters
 
 
-def _vote(per_layer: Sequence[torch.Tensor], w: Window, null: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-    """The voting heads' max of per-layer ``(heads, n_ctx)`` rows (the question's excess over ``null``)."""
-    layers = w.global_layers if w.config.experimental.attention_layers == "global" else None
+def _voters(w: Window, n_heads: list[int]) -> tuple[tuple[int, ...], ...]:
+    """Per layer, the heads that vote in this window (its heads, within its attention layers)."""
+    try:
+        return heads_by_layer(n_heads, w.heads, layers=_layers(w))
+    except ValueError as e:
+        raise DraftError(f"{e} (experimental.heads)") from e
+
+
+def _layers(w: Window) -> tuple[int, ...] | None:
+    """The layers whose heads may vote: the full-attention ones under ``attention_layers="global"``, else all."""
+    return w.global_layers if w.config.experimental.attention_layers == "global" else None
+
+
+def _vote(
+    per_layer: Sequence[torch.Tensor], w: Window, null: Sequence[torch.Tensor] | None = None, *, chosen: bool = False
+) -> torch.Tensor:
+    """The voting heads' max of per-layer ``(heads, n_ctx)`` rows (the question's excess over ``null``).
+
+    ``chosen``: the rows are the voting heads' already (:func:`_query_attention` without capture), so all vote.
+    """
+    layers, heads = (None, ()) if chosen else (_layers(w), w.heads)
     try:
         if null is not None:
-            votes = question_vote(per_layer, null, w.heads, layers=layers)
+            votes = question_vote(per_layer, null, heads, layers=layers)
         else:
-            votes = head_vote(per_layer, w.heads, layers=layers, kernel=w.config.experimental.pool_kernel)
+            votes = head_vote(per_layer, heads, layers=layers, kernel=w.config.experimental.pool_kernel)
     except NoVotingHeadsError as e:
         raise DraftError(f"{e} (experimental.heads, experimental.attention_layers)") from e
     if not bool(torch.isfinite(votes).all()):  # scores of NaN / inf are no ranking: fail open, never rank on zeros
