@@ -201,11 +201,11 @@ def test_the_draft_raising_mid_forward_fails_open(fail_at: int, text: str) -> No
     calls = {"n": 0}
     real = draft._forward
 
-    def flaky(ids: list[int], cache: Any, *, attentions: bool = False) -> Any:
+    def flaky(ids: list[int], cache: Any, *, attentions: bool = False, **extra: Any) -> Any:
         calls["n"] += 1
         if calls["n"] > fail_at:
             raise RuntimeError("injected forward failure")
-        return real(ids, cache, attentions=attentions)
+        return real(ids, cache, attentions=attentions, **extra)
 
     draft._forward = flaky  # type: ignore[method-assign]
     pc = PromptCompressor(draft, target="cl100k_base", config=CompressionConfig(min_tokens=0, prefill_chunk_tokens=16))

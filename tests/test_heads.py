@@ -20,6 +20,7 @@ from crossprefill_agents.draft.heads import (
     rank_heads,
     synthetic_texts,
 )
+from crossprefill_agents.draft.queries import QUERY_BLOCK
 from crossprefill_agents.scoring import pick_heads
 
 LOOKAHEAD = CompressionConfig().with_experimental(scorer="lookahead", heads=())
@@ -294,3 +295,32 @@ def test_missing_heads_file_still_calibrates_once(embedded_tiny: list[str]) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('{"format": 1, "heads": [[1, 3], [0, 2]], "depth_tolerance": 0.0}')
     assert load_draft("tiny-embedded").retrieval_heads == ((1, 3), (0, 2)) and embedded_tiny == ["tiny-embedded"]
+
+
+def test_null_query_in_the_questions_forward_scores_as_a_second_pass(
+    tiny_llama_draft: DraftModel, tiny_gemma_draft: DraftModel, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A llama draft reads the null query in the question's last forward, masked off the question's tokens:
+    the scores equal a second pass, with one forward fewer, for questions of one block and of several."""
+    assert tiny_llama_draft.fuses_null and not tiny_gemma_draft.fuses_null  # gemma3 has sliding-window layers
+    context = make_text(300, seed=8)
+    forwards = 0
+    real = tiny_llama_draft.model.forward
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal forwards
+        forwards += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_llama_draft.model, "forward", counted)
+    for q in ("where did they go?", make_text(30, seed=9)):
+        n_query = len(tiny_llama_draft.tokenize("\n\n" + q).ids)
+        scores, calls = [], []
+        for fuse in (True, False):
+            monkeypatch.setattr(tiny_llama_draft, "fuses_null", fuse)
+            forwards = 0
+            scores.append(tiny_llama_draft.score([context], q, config=CompressionConfig()).scores[0])
+            calls.append(forwards)
+        np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5, atol=1e-6)
+        assert calls[0] == calls[1] - 1
+    assert n_query > QUERY_BLOCK  # the second question took several blocks

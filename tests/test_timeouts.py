@@ -41,10 +41,10 @@ def slow_draft(monkeypatch: pytest.MonkeyPatch) -> tuple[DraftModel, FakeClock, 
     sizes: list[int] = []
     real = draft._forward
 
-    def forward(ids: list[int], cache: Any, *, attentions: bool = False) -> Any:
+    def forward(ids: list[int], cache: Any, *, attentions: bool = False, **extra: Any) -> Any:
         sizes.append(len(ids))
         clock.t += clock.per_call + clock.per_token * len(ids)
-        return real(ids, cache, attentions=attentions)
+        return real(ids, cache, attentions=attentions, **extra)
 
     monkeypatch.setattr(draft, "_forward", forward)
     return draft, clock, sizes
@@ -165,9 +165,9 @@ def test_a_busy_thread_does_not_stretch_another_calls_timeout() -> None:
     release = threading.Event()
     real = draft._forward
 
-    def held(ids: list[int], cache: Any, *, attentions: bool = False) -> Any:
+    def held(ids: list[int], cache: Any, *, attentions: bool = False, **extra: Any) -> Any:
         release.wait(5)
-        return real(ids, cache, attentions=attentions)
+        return real(ids, cache, attentions=attentions, **extra)
 
     draft._forward = held  # type: ignore[method-assign]
     worker = threading.Thread(target=lambda: slow.compress(make_text(1500, seed=8), "q"))
@@ -189,9 +189,9 @@ def test_one_forward_that_outlasts_the_deadline_is_abandoned() -> None:
     draft = tiny_draft("llama")
     real = draft._forward
 
-    def stuck(ids: list[int], cache: Any, *, attentions: bool = False) -> Any:
+    def stuck(ids: list[int], cache: Any, *, attentions: bool = False, **extra: Any) -> Any:
         time.sleep(2.0)
-        return real(ids, cache, attentions=attentions)
+        return real(ids, cache, attentions=attentions, **extra)
 
     draft._forward = stuck  # type: ignore[method-assign]
     pc = PromptCompressor(draft, target=words, config=CompressionConfig(timeout_s=0.5))

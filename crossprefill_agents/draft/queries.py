@@ -53,6 +53,10 @@ class Window:
     null_ids: list[int]  # draft tokens of the separator + the null query
     eos_ids: frozenset[int]  # tokens that end the look-ahead
     forward: Forward  # one eager forward extending the cache
+    # One eager forward of question tokens and, last, ``n_null`` null-query tokens that read only the context
+    # ``[0, ctx_end)`` at the positions right after it: (ids, cache, n_null, ctx_end) -> output. None: the
+    # draft cannot mask that way, and the null query runs as a second pass.
+    fused_forward: Callable[[list[int], Any, int, int], Any] | None = None
 
 
 def now() -> float:
@@ -70,13 +74,17 @@ def question_votes(query_ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
     """Every question token reads the context; each head's mean, minus its mean for the null query, votes.
 
     Only the voting heads' rows are renormalised and pooled (all of them when ``w.capture`` collects them).
-    Returns ``(n_ctx,)`` scores and the query tokens run.
+    Where the draft has a ``fused_forward``, the null query rides in the question's last forward instead
+    of a second pass. Returns ``(n_ctx,)`` scores and the query tokens run.
     """
     if hasattr(w.cache, "activate_past_recording"):
         w.cache.activate_past_recording()  # sliding-window layers keep what the question pushes out, for the crop
-    asked, voters = _query_attention(query_ids, w, w.capture)
+    fuse = w.fused_forward is not None and w.capture is None
+    (asked, null), voters = _query_attention(query_ids, w, w.capture, null_ids=w.null_ids if fuse else [])
     w.cache.crop(w.ctx_end - w.cache.get_seq_length())
-    null, _ = _query_attention(w.null_ids, w, None)
+    if null is None:
+        (null, _), _ = _query_attention(w.null_ids, w, None)
+    assert null is not None
     if voters is None:  # captured: every head's rows, chosen now
         return _vote(asked, w, null), len(query_ids) + len(w.null_ids)
     return _vote(asked, w, null, chosen=True), len(query_ids) + len(w.null_ids)
@@ -111,47 +119,97 @@ def lookahead_votes(ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
     return mean_over_steps(steps), used
 
 
+Rows = list[torch.Tensor]  # per layer (heads, n_ctx)
+
+
 def _query_attention(
-    query_ids: list[int], w: Window, capture: list[torch.Tensor] | None
-) -> tuple[list[torch.Tensor], tuple[tuple[int, ...], ...] | None]:
+    query_ids: list[int], w: Window, capture: list[torch.Tensor] | None, *, null_ids: Sequence[int] = ()
+) -> tuple[tuple[Rows, Rows | None], tuple[tuple[int, ...], ...] | None]:
     """Per layer ``(heads, n_ctx)``: the mean over the query's tokens (not the separator's) of their
     attention onto the context, renormalised over it in fp32 and pooled along keys.
 
     Without ``capture`` only the voting heads' rows are formed (a layer with none gets ``(0, n_ctx)``), and
     the second value says which heads each layer's rows are; with it, every head's rows, and ``None``.
+    ``null_ids`` (with ``w.fused_forward``) run in the last block's forward, reading only the context:
+    their mean comes back second (``None`` without them).
     """
-    kernel = w.config.experimental.pool_kernel
-    n_sep = len(w.separator_ids)
-    skip = n_sep if 0 < n_sep < len(query_ids) and query_ids[:n_sep] == w.separator_ids else 0
-    sums: list[torch.Tensor] | None = None
+    asked = _Mean(_skip(query_ids, w))
+    null = _Mean(_skip(null_ids, w))
     voters: tuple[tuple[int, ...], ...] | None = None
-    counted = 0
     for i in range(0, len(query_ids), QUERY_BLOCK):
         check_deadline(w.deadline)
         block = query_ids[i : i + QUERY_BLOCK]
-        out = w.forward(block, w.cache)
-        first = max(0, skip - i)  # rows of this block that belong to the question
-        if first >= len(block):
+        extra = null_ids if i + QUERY_BLOCK >= len(query_ids) else []
+        if extra:
+            assert w.fused_forward is not None
+            out = w.fused_forward([*block, *extra], w.cache, len(extra), w.ctx_end)
+        else:
+            out = w.forward(block, w.cache)
+        if not asked.wants(i, len(block)) and not extra:
             continue
         if capture is None and voters is None:
             voters = _voters(w, [a.shape[1] for a in out.attentions])
-        rows = []
-        total = w.ctx_end + i + len(block)  # keys up to the block's last token
-        for layer, a in enumerate(out.attentions):  # (1, heads, block, k): the last k of `total` positions
-            a = a[0, :, first:] if voters is None else a[0, list(voters[layer]), first:]
-            heads, q, k = a.shape
-            att = context_slice(a.reshape(heads * q, k), total_keys=total, ctx_start=w.ctx_start, ctx_end=w.ctx_end)
-            att = att.reshape(heads, q, w.ctx_end - w.ctx_start)  # (heads, q, n_ctx)
-            rows.append(pool_along_keys(renormalize_over_context(att), kernel) if heads else att.float())
+        total = w.ctx_end + i + len(block) + len(extra)  # keys up to the forward's last token
+        rows = _context_rows(out.attentions, voters, total, w)  # per layer (heads, block + extra, n_ctx)
+        asked.add(i, [r[:, : len(block)] for r in rows], capture)
+        if extra:
+            null.add(0, [r[:, len(block) :] for r in rows], None)
+    return (asked.mean(), null.mean() if null_ids else None), voters
+
+
+def _skip(ids: Sequence[int], w: Window) -> int:
+    """Leading tokens of ``ids`` that are the query separator, which reads the context but does not vote."""
+    n_sep = len(w.separator_ids)
+    return n_sep if 0 < n_sep < len(ids) and list(ids[:n_sep]) == w.separator_ids else 0
+
+
+def _context_rows(
+    attentions: Sequence[torch.Tensor], voters: tuple[tuple[int, ...], ...] | None, total: int, w: Window
+) -> Rows:
+    """Each layer's ``(1, heads, q, k)`` weights (the last ``k`` of ``total`` positions) -> the voters' (all
+    heads' when ``voters`` is None) ``(heads, q, n_ctx)`` rows, renormalised over the context and pooled."""
+    rows = []
+    for layer, a in enumerate(attentions):
+        a = a[0] if voters is None else a[0, list(voters[layer])]
+        heads, q, k = a.shape
+        att = context_slice(a.reshape(heads * q, k), total_keys=total, ctx_start=w.ctx_start, ctx_end=w.ctx_end)
+        att = att.reshape(heads, q, w.ctx_end - w.ctx_start)  # (heads, q, n_ctx)
+        rows.append(
+            pool_along_keys(renormalize_over_context(att), w.config.experimental.pool_kernel) if heads else att.float()
+        )
+    return rows
+
+
+class _Mean:
+    """The running mean over a query's voting tokens (those past its first ``skip``) of per-layer rows."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+        self.sums: Rows | None = None
+        self.counted = 0
+
+    def wants(self, start: int, n: int) -> bool:
+        """Whether the block of ``n`` tokens from ``start`` holds a voting token."""
+        return start + n > self.skip
+
+    def add(self, start: int, rows: Rows, capture: list[torch.Tensor] | None) -> None:
+        """Count the block's rows (per layer ``(heads, q, n_ctx)``, its tokens from ``start`` on)."""
+        first = max(0, self.skip - start)
+        q = rows[0].shape[1] if rows else 0
+        if first >= q:
+            return
+        rows = [r[:, first:] for r in rows]
         if capture is not None:
-            for j in range(rows[0].shape[1]):
+            for j in range(q - first):
                 capture.append(torch.cat([r[:, j] for r in rows], dim=0))  # (layers*heads, n_ctx)
-        block_sums = [r.sum(dim=1) for r in rows]  # (heads, n_ctx) per layer
-        sums = block_sums if sums is None else [x + y for x, y in zip(sums, block_sums, strict=True)]
-        counted += len(block) - first
-    if sums is None:
-        raise DraftError("the query has no tokens after the separator to read the context with")
-    return [x / counted for x in sums], voters
+        sums = [r.sum(dim=1) for r in rows]  # (heads, n_ctx) per layer
+        self.sums = sums if self.sums is None else [x + y for x, y in zip(self.sums, sums, strict=True)]
+        self.counted += q - first
+
+    def mean(self) -> Rows:
+        if self.sums is None:
+            raise DraftError("the query has no tokens after the separator to read the context with")
+        return [x / self.counted for x in self.sums]
 
 
 def _voters(w: Window, n_heads: list[int]) -> tuple[tuple[int, ...], ...]:

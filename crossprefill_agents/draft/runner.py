@@ -36,6 +36,10 @@ DEFAULT_WINDOW = 8192  # draft tokens per window when the model states no positi
 # an eighth of the time left when the prefill began (between these bounds): a deadline is overrun by one block.
 TIMED_FIRST_BLOCK = 64  # draft tokens of the first timed block (its speed sizes the next)
 TIMED_BLOCK_S = (0.05, 1.0)  # the bounds of one timed block's seconds
+# Architectures whose forward takes explicit position ids and a ready 4-D additive mask as given, so the
+# null query can share the question's last forward (tests/test_heads.py checks the scores equal two passes).
+# Others, and any draft with sliding-window layers, run the null query as a second pass.
+FUSED_NULL_MODEL_TYPES = frozenset({"llama"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,15 @@ class DraftModel:
         full = [i for i, t in enumerate(types) if t == "full_attention"]
         # Layers whose attention spans the whole context (a sliding-window layer sees only its tail).
         self.global_layers: tuple[int, ...] | None = tuple(full) if full and len(full) < len(types) else None
+        sliding = bool(getattr(model.config, "sliding_window", None)) and getattr(
+            model.config, "use_sliding_window", True
+        )
+        self.fuses_null = (
+            getattr(model.config, "model_type", None) in FUSED_NULL_MODEL_TYPES
+            and "position_ids" in params
+            and not sliding
+            and all(t == "full_attention" for t in types)
+        )
         with_special = tokenizer("a")["input_ids"]
         plain = tokenizer("a", add_special_tokens=False)["input_ids"]
         n_prefix = len(with_special) - len(plain)
@@ -327,6 +340,7 @@ class DraftModel:
                 null_ids=self._query_ids(NULL_QUERY, config).tolist(),
                 eos_ids=self.eos_ids,
                 forward=self._eager_forward,
+                fused_forward=self._fused_forward if self.fuses_null else None,
             )
             with self._attention(prefill=False):
                 votes, n_query = question_votes(ids[ctx_end:], window) if question else lookahead_votes(ids, window)
@@ -370,20 +384,39 @@ class DraftModel:
         finally:
             self._lock.release()
 
-    def _forward(self, ids: list[int], cache: Any, *, attentions: bool = False) -> Any:
+    def _forward(self, ids: list[int], cache: Any, *, attentions: bool = False, **extra: Any) -> Any:
         """One forward of ``ids`` extending ``cache``, last-token logits only (and attention weights if asked)."""
         device = next(self.model.parameters()).device
-        extra = {"output_attentions": True} if attentions else {}
+        if attentions:
+            extra["output_attentions"] = True
         return self.model(
             input_ids=torch.tensor([ids], device=device),
             use_cache=True,
             logits_to_keep=1,
-            **extra,
+            **{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extra.items()},
             **{self._cache_kw: cache},
         )
 
     def _eager_forward(self, ids: list[int], cache: Any) -> Any:
         return self._forward(ids, cache, attentions=True)
+
+    def _fused_forward(self, ids: list[int], cache: Any, n_null: int, ctx_end: int) -> Any:
+        """One eager forward: ``ids[:-n_null]`` continue the cache causally; the last ``n_null`` (the null query)
+        see only the context ``[0, ctx_end)`` and each other, at positions ``ctx_end...``, as they would alone
+        after the cache was cropped to the context."""
+        past = cache.get_seq_length()
+        n = len(ids)
+        asked = n - n_null
+        seen = torch.zeros((n, past + n), dtype=torch.bool)
+        seen[:asked, : past + asked] = torch.ones((asked, past + asked), dtype=torch.bool).tril(past)
+        seen[asked:, :ctx_end] = True
+        seen[asked:, past + asked :] = torch.ones((n_null, n_null), dtype=torch.bool).tril()
+        dtype = self.model.dtype
+        mask = torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
+        positions = [*range(past, past + asked), *range(ctx_end, ctx_end + n_null)]
+        return self._forward(
+            ids, cache, attentions=True, position_ids=torch.tensor([positions]), attention_mask=mask[None, None]
+        )
 
     @contextlib.contextmanager
     def _truncated(self, depth: int) -> Iterator[None]:
