@@ -1,6 +1,7 @@
 """Answer quality retained: a real 1.5B cross-family target answers from the full and from each compressed prompt.
 
     python -m benchmarks answers [--lengths 2000 4000 8000] [--n 20 20 10] [--datasets ...] [--methods ...]
+                                 [--rates 0.25 0.5]
     python -m benchmarks answers --report-only
 
 The target is Qwen2.5-Coder-1.5B-Instruct (``LocalChatModel``, transformers bf16, greedy, at most
@@ -63,6 +64,7 @@ class Prompt:
     context: str
     context_tokens: int  # target tokens of ``context``
     compress_s: float
+    draft: str = ""  # the draft model that scored it, with its precision (``smollm2-135m+bf16``); "" = none
 
 
 def answer_contained(prediction: str, answers: Iterable[str]) -> bool:
@@ -109,7 +111,9 @@ def compress_all(examples: list[Example], methods: dict[str, tuple[float, ...]],
             score_s = time.perf_counter() - t0
             for rate in methods[method]:
                 (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
-                yield Prompt(ex.id, method, rate, r.text, r.compressed_tokens, score_s + r.timings.selection_s)
+                yield Prompt(
+                    ex.id, method, rate, r.text, r.compressed_tokens, score_s + r.timings.selection_s, pc.draft.name
+                )
     for method in (m for m in methods if m in ("minilm/sentence", "random/window")):
         name, unit = method.split("/")
         for ex in todo(method):
@@ -129,7 +133,9 @@ def _peer_prompts(examples: list[Example], rates: tuple[float, ...], count: Any)
                 p = peer.compress(
                     ex.context, ex.question, keep_rate=rate, method="longllmlingua", documents=ex.documents, id=ex.id
                 )
-                yield Prompt(ex.id, "longllmlingua/smollm2-135m", rate, p.text, count(p.text), p.seconds)
+                yield Prompt(
+                    ex.id, "longllmlingua/smollm2-135m", rate, p.text, count(p.text), p.seconds, "smollm2-135m"
+                )
 
 
 def _key(case: str, method: str, rate: float) -> str:
@@ -185,6 +191,7 @@ def run(examples: list[Example], methods: dict[str, tuple[float, ...]], store: P
                 "context_tokens": p.context_tokens,
                 "prompt_tokens": reply.prompt_tokens,
                 "compress_s": p.compress_s,
+                "draft": p.draft,
                 "ttft_s": reply.ttft_s,
             }
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -213,15 +220,15 @@ def paired_bootstrap(
 def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (dataset, length, method, rate): n, EM, F1, contained, F1 retained with its interval; only cases
     the full prompt was answered on count."""
-    by: dict[tuple[str, str], dict[tuple[str, float], dict[str, dict[str, Any]]]] = defaultdict(
+    by: dict[tuple[str, str], dict[tuple[str, str, float], dict[str, dict[str, Any]]]] = defaultdict(
         lambda: defaultdict(dict)
     )
     for r in rows:
-        by[(r["dataset"], r["length"])][(r["method"], r["rate"])][r["case"]] = r
+        by[(r["dataset"], r["length"])][(r["method"], r.get("draft", ""), r["rate"])][r["case"]] = r
     out = []
     for (ds, length), methods in sorted(by.items()):
-        full = methods.get(("full", 1.0), {})
-        for (method, rate), got in sorted(methods.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
+        full = methods.get(("full", "", 1.0), {})
+        for (method, draft, rate), got in sorted(methods.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1:])):
             common = [c for c in got if c in full]
             if not common:
                 continue
@@ -233,6 +240,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "dataset": ds,
                     "length": int(length),
                     "method": method,
+                    "draft": draft,
                     "rate": rate,
                     "n": len(common),
                     "em": 100 * sum(got[c]["em"] for c in common) / len(common),
@@ -255,15 +263,16 @@ def report(summary: list[dict[str, Any]]) -> str:
         f"### Answer quality retained ({TARGET} target, greedy, {MAX_NEW_TOKENS} new tokens at most)",
         "",
         "EM / F1 / answer contained, %; F1 retained = method / full prompt on the same cases, with its paired",
-        "bootstrap 95% interval.",
+        "bootstrap 95% interval. Draft: the model that scored the context, `+bf16` where it ran in bfloat16.",
         "",
-        "| dataset | tokens | method | keep | n | EM | F1 | contained | F1 retained (95% CI) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | tokens | method | draft | keep | n | EM | F1 | contained | F1 retained (95% CI) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lo, hi = s["retained_ci"]
         lines.append(
-            f"| {s['dataset']} | {s['length']} | {s['method']} | {s['rate']} | {s['n']} | {s['em']:.1f} | "
+            f"| {s['dataset']} | {s['length']} | {s['method']} | {s['draft'] or '-'} | {s['rate']} | {s['n']} | "
+            f"{s['em']:.1f} | "
             f"{s['f1']:.1f} | {s['contained']:.1f} | {s['retained']:.2f} ({lo:.2f}-{hi:.2f}) |"
         )
     return "\n".join(lines) + "\n"
@@ -275,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", nargs="+", type=int, default=[20, 20, 10], help="examples per dataset, one per length")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument(
+        "--rates", nargs="+", type=float, help="run only these keep rates of each method (the full prompt always)"
+    )
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown from the stored answers")
     args = ap.parse_args(argv)
     if len(args.n) != len(args.lengths):
@@ -283,7 +295,13 @@ def main(argv: list[str] | None = None) -> None:
     store = RESULTS / "answers.jsonl"
     if not args.report_only:
         examples = cases(args.datasets, args.lengths, args.n)
-        run(examples, {m: METHODS[m] for m in args.methods}, store)
+        plan = {
+            m: METHODS[m] if m == "full" or not args.rates else tuple(r for r in METHODS[m] if r in args.rates)
+            for m in args.methods
+        }
+        if not all(plan.values()):
+            ap.error(f"--rates {args.rates} leaves no rate for {[m for m, r in plan.items() if not r]}")
+        run(examples, plan, store)
     md = report(summarize(load_store(store).values()))
     (RESULTS / "answers.md").write_text(md, encoding="utf-8")
     print(md)

@@ -1,6 +1,7 @@
 """End-to-end time to first token: the full prompt against draft scoring plus the compressed prompt, one run.
 
-    python -m benchmarks ttft [--lengths 2000 4000 8000 16000] [--prompts 3] [--keep-rate 0.25] [--draft smollm2-135m]
+    python -m benchmarks ttft [--lengths 2000 4000 8000 16000] [--prompts 3] [--keep-rate 0.25]
+                              [--draft smollm2-135m] [--fresh] [--report-only]
 
 For each length, ``--prompts`` HotpotQA contexts (gold paragraphs among distractors) of that many
 target tokens, with their questions. Side by side, interleaved per prompt so that drift on a shared
@@ -14,7 +15,9 @@ machine hits both alike:
 
 Reported: seconds of each side, the speed-up (full / compressed) per prompt and length, and a
 labelled projection for larger targets: the measured draft cost per 1k context tokens against a
-target that prefills at a stated rate. Results: ``benchmarks/results/ttft.{json,md}``.
+target that prefills at a stated rate. Results: ``benchmarks/results/ttft.{json,md}``, saved after every
+prompt; a later run adds to the stored rows of the same draft (its precision too), target and keep rate
+and skips their prompts, unless ``--fresh``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +49,44 @@ def _messages(context: str, question: str) -> list[dict[str, str]]:
     ]
 
 
-def run(lengths: list[int], prompts: int, keep_rate: float, draft: str) -> dict[str, Any]:
+def run(
+    lengths: list[int],
+    prompts: int,
+    keep_rate: float,
+    draft: str,
+    earlier: dict[str, Any] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Time every (length, prompt) pair, handing the result so far to ``save`` after each. ``earlier``'s rows of
+    the same draft, target and keep rate are kept and their prompts skipped, so an interrupted run resumes and
+    lengths can be run in parts (within a part, full and compressed are interleaved per prompt)."""
     from crossprefill_agents.local_chat import LocalChatModel
 
     count = _target_counter()
     pc = PromptCompressor.from_pretrained(draft, target=TARGET, config=CompressionConfig(keep_rate=keep_rate))
     target = LocalChatModel.from_pretrained(TARGET)
+    head = {
+        "draft": pc.draft.name,  # names the precision too: smollm2-135m+bf16
+        "target": f"{TARGET} ({target.backend})",
+        "keep_rate": keep_rate,
+    }
+    rows = kept_rows(earlier, head)
+    done = {(r["length"], r["case"]) for r in rows}
+
+    def result() -> dict[str, Any]:
+        return {
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+            **head,
+            "rows": sorted(rows, key=lambda r: r["length"]),
+        }
+
     warm = load_examples("hotpotqa", n=1, context_tokens=1000, seed=3, count=count)[0]
     pc.compress(warm.context, warm.question)
     target.chat(_messages(warm.context, warm.question), max_new_tokens=1)
-    rows = []
     for length in lengths:
         for ex in load_examples("hotpotqa", n=prompts, context_tokens=length, seed=0, count=count):
+            if (length, ex.id) in done:
+                continue
             target.reset_cache()
             full = target.chat(_messages(ex.context, ex.question), max_new_tokens=1)
             t0 = time.perf_counter()
@@ -80,13 +110,17 @@ def run(lengths: list[int], prompts: int, keep_rate: float, draft: str) -> dict[
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    return {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        "draft": draft,
-        "target": f"{TARGET} ({target.backend})",
-        "keep_rate": keep_rate,
-        "rows": rows,
-    }
+            if save is not None:
+                save(result())
+    return result()
+
+
+def kept_rows(earlier: dict[str, Any] | None, head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an earlier result that a run under ``head`` (draft, target, keep rate) adds to: all of
+    them when every field of ``head`` matches, none otherwise (a float32 draft's rows never mix with bfloat16's)."""
+    if earlier is None or any(earlier.get(k) != v for k, v in head.items()):
+        return []
+    return list(earlier["rows"])
 
 
 def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,14 +187,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep-rate", type=float, default=0.25)
     ap.add_argument("--draft", default="smollm2-135m")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="drop the stored rows instead of adding to them")
     args = ap.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "ttft.json"
+    earlier = json.loads(path.read_text()) if path.exists() else None
     if args.report_only:
-        result = json.loads(path.read_text())
+        if earlier is None:
+            ap.error(f"{path} does not exist yet")
+        result = earlier
     else:
-        result = run(args.lengths, args.prompts, args.keep_rate, args.draft)
-        path.write_text(json.dumps(result, indent=1) + "\n")
+
+        def save(result: dict[str, Any]) -> None:
+            path.write_text(json.dumps(result, indent=1) + "\n")
+
+        result = run(args.lengths, args.prompts, args.keep_rate, args.draft, None if args.fresh else earlier, save)
+        save(result)
     md = report(result)
     (RESULTS / "ttft.md").write_text(md)
     print(md)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks.answers import answer_contained, load_store, paired_bootstrap, report, summarize
+from benchmarks.ttft import kept_rows
 from benchmarks.ttft import report as ttft_report
 from benchmarks.ttft import summarize as ttft_summarize
 
@@ -92,3 +93,29 @@ def test_ttft_speedup_counts_the_draft() -> None:
     assert s["speedup"] == 40.0 / 16.0 and s["draft_ms_per_1k"] == 2000.0
     md = ttft_report(result)
     assert "**2.50x**" in md and "375" in md  # break-even: 0.75 * 1e6 / 2000 ms per 1k
+
+
+def test_summary_keeps_each_draft_precision_apart() -> None:
+    """Rows of one method scored by a float32 and a bfloat16 draft are summarised apart, the draft named."""
+    base = {"dataset": "d", "length": "4000", "em": 1.0, "contained": True, "context_tokens": 10}
+    rows = [
+        {**base, "case": "a", "method": "full", "rate": 1.0, "f1": 1.0, "draft": ""},
+        {**base, "case": "a", "method": "ours/smollm2-135m", "rate": 0.25, "f1": 1.0, "draft": "smollm2-135m"},
+        {**base, "case": "a", "method": "ours/smollm2-135m", "rate": 0.5, "f1": 0.5, "draft": "smollm2-135m+bf16"},
+    ]
+    summary = summarize(rows)
+    assert [(s["draft"], s["rate"]) for s in summary if s["method"] != "full"] == [
+        ("smollm2-135m", 0.25),
+        ("smollm2-135m+bf16", 0.5),
+    ]
+    assert "| smollm2-135m+bf16 | 0.5 |" in report(summary)
+
+
+def test_ttft_adds_to_rows_of_the_same_draft_target_and_keep_only() -> None:
+    """A resumed or partial run keeps the stored rows only when draft (with its precision), target and keep match."""
+    head = {"draft": "smollm2-135m+bf16", "target": "t", "keep_rate": 0.25}
+    earlier = {**head, "machine": "m", "rows": [{"length": 2000, "case": "c"}]}
+    assert kept_rows(earlier, head) == earlier["rows"]
+    assert kept_rows({**earlier, "draft": "smollm2-135m"}, head) == []
+    assert kept_rows({**earlier, "keep_rate": 0.5}, head) == []
+    assert kept_rows(None, head) == []
