@@ -324,3 +324,19 @@ def test_null_query_in_the_questions_forward_scores_as_a_second_pass(
         np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5, atol=1e-6)
         assert calls[0] == calls[1] - 1
     assert n_query > QUERY_BLOCK  # the second question took several blocks
+
+
+def test_head_scores_ignore_the_voting_heads_and_layers(
+    tiny_llama_draft: DraftModel, tiny_gemma_draft: DraftModel
+) -> None:
+    """head_scores returns every head's rows whatever ``heads`` or ``attention_layers`` say: the null query's
+    rows are formed for every head too, so the question minus null never mixes head sets."""
+    context, q = make_text(200, seed=11), "what happened?"
+    every = CompressionConfig().with_experimental(heads=())
+    for draft, narrowed in (
+        (tiny_llama_draft, CompressionConfig().with_experimental(heads=((0, 1),))),
+        (tiny_gemma_draft, CompressionConfig().with_experimental(heads=(), attention_layers="global")),
+    ):
+        np.testing.assert_array_equal(
+            draft.head_scores([context], q, config=narrowed), draft.head_scores([context], q, config=every)
+        )

@@ -32,7 +32,9 @@ from ..scoring import (
 __all__ = ["NULL_QUERY", "QUERY_BLOCK", "Window", "check_deadline", "lookahead_votes", "now", "question_votes"]
 
 NULL_QUERY = "N/A"  # the content-free query whose attention calibrates the question scorer
-QUERY_BLOCK = 16  # question tokens per eager forward (bounds the attention maps held at once)
+# Question tokens per eager forward (bounds the attention maps held at once); where the null query shares
+# the last forward, that forward runs its tokens too (3 on SmolLM2).
+QUERY_BLOCK = 16
 
 Forward = Callable[[list[int], Any], Any]  # (ids, cache) -> model output with eager attentions and last logits
 
@@ -53,9 +55,9 @@ class Window:
     null_ids: list[int]  # draft tokens of the separator + the null query
     eos_ids: frozenset[int]  # tokens that end the look-ahead
     forward: Forward  # one eager forward extending the cache
-    # One eager forward of question tokens and, last, ``n_null`` null-query tokens that read only the context
-    # ``[0, ctx_end)`` at the positions right after it: (ids, cache, n_null, ctx_end) -> output. None: the
-    # draft cannot mask that way, and the null query runs as a second pass.
+    # One eager forward of question tokens and, last, ``n_null`` null-query tokens that read only the prompt
+    # up to the context's end (``[0, ctx_end)``: special prefix and context) at the positions right after it:
+    # (ids, cache, n_null, ctx_end) -> output. None: the draft cannot mask that way; the null query runs apart.
     fused_forward: Callable[[list[int], Any, int, int], Any] | None = None
 
 
@@ -79,15 +81,13 @@ def question_votes(query_ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
     """
     if hasattr(w.cache, "activate_past_recording"):
         w.cache.activate_past_recording()  # sliding-window layers keep what the question pushes out, for the crop
-    fuse = w.fused_forward is not None and w.capture is None
-    (asked, null), voters = _query_attention(query_ids, w, w.capture, null_ids=w.null_ids if fuse else [])
+    every = w.capture is not None  # head_scores collects every head's rows: form them all, choose the voters after
+    fuse = w.fused_forward is not None and not every
+    asked, null = _query_attention(query_ids, w, w.capture, every=every, null_ids=w.null_ids if fuse else ())
     w.cache.crop(w.ctx_end - w.cache.get_seq_length())
-    if null is None:
-        (null, _), _ = _query_attention(w.null_ids, w, None)
-    assert null is not None
-    if voters is None:  # captured: every head's rows, chosen now
-        return _vote(asked, w, null), len(query_ids) + len(w.null_ids)
-    return _vote(asked, w, null, chosen=True), len(query_ids) + len(w.null_ids)
+    if null is None:  # no fused forward: the null query reads the context in a second pass
+        null, _ = _query_attention(w.null_ids, w, None, every=every)
+    return _vote(asked, w, null, chosen=not every), len(query_ids) + len(w.null_ids)
 
 
 def lookahead_votes(ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
@@ -123,15 +123,20 @@ Rows = list[torch.Tensor]  # per layer (heads, n_ctx)
 
 
 def _query_attention(
-    query_ids: list[int], w: Window, capture: list[torch.Tensor] | None, *, null_ids: Sequence[int] = ()
-) -> tuple[tuple[Rows, Rows | None], tuple[tuple[int, ...], ...] | None]:
+    query_ids: list[int],
+    w: Window,
+    capture: list[torch.Tensor] | None,
+    *,
+    every: bool,
+    null_ids: Sequence[int] = (),
+) -> tuple[Rows, Rows | None]:
     """Per layer ``(heads, n_ctx)``: the mean over the query's tokens (not the separator's) of their
     attention onto the context, renormalised over it in fp32 and pooled along keys.
 
-    Without ``capture`` only the voting heads' rows are formed (a layer with none gets ``(0, n_ctx)``), and
-    the second value says which heads each layer's rows are; with it, every head's rows, and ``None``.
-    ``null_ids`` (with ``w.fused_forward``) run in the last block's forward, reading only the context:
-    their mean comes back second (``None`` without them).
+    ``every``: every head's rows; else only the voting heads' (a layer with none gets ``(0, n_ctx)``).
+    ``capture`` collects each query token's rows. ``null_ids`` (with ``w.fused_forward``) run in the last
+    block's forward, reading only the prompt up to ``ctx_end``: returns ``(query mean, null mean)``, the
+    null mean ``None`` without them.
     """
     asked = _Mean(_skip(query_ids, w))
     null = _Mean(_skip(null_ids, w))
@@ -139,22 +144,21 @@ def _query_attention(
     for i in range(0, len(query_ids), QUERY_BLOCK):
         check_deadline(w.deadline)
         block = query_ids[i : i + QUERY_BLOCK]
-        extra = null_ids if i + QUERY_BLOCK >= len(query_ids) else []
-        if extra:
-            assert w.fused_forward is not None
+        extra = null_ids if i + QUERY_BLOCK >= len(query_ids) and w.fused_forward is not None else ()
+        if extra and w.fused_forward is not None:
             out = w.fused_forward([*block, *extra], w.cache, len(extra), w.ctx_end)
         else:
             out = w.forward(block, w.cache)
         if not asked.wants(i, len(block)) and not extra:
             continue
-        if capture is None and voters is None:
-            voters = _voters(w, [a.shape[1] for a in out.attentions])
+        if not every and voters is None:
+            voters = heads_by_layer([a.shape[1] for a in out.attentions], w.heads, layers=_layers(w))
         total = w.ctx_end + i + len(block) + len(extra)  # keys up to the forward's last token
         rows = _context_rows(out.attentions, voters, total, w)  # per layer (heads, block + extra, n_ctx)
         asked.add(i, [r[:, : len(block)] for r in rows], capture)
         if extra:
             null.add(0, [r[:, len(block) :] for r in rows], None)
-    return (asked.mean(), null.mean() if null_ids else None), voters
+    return asked.mean(), null.mean() if null_ids else None
 
 
 def _skip(ids: Sequence[int], w: Window) -> int:
@@ -207,17 +211,10 @@ class _Mean:
         self.counted += q - first
 
     def mean(self) -> Rows:
+        """Per layer ``(heads, n_ctx)``: the sums over the counted tokens, divided by their number."""
         if self.sums is None:
             raise DraftError("the query has no tokens after the separator to read the context with")
         return [x / self.counted for x in self.sums]
-
-
-def _voters(w: Window, n_heads: list[int]) -> tuple[tuple[int, ...], ...]:
-    """Per layer, the heads that vote in this window (its heads, within its attention layers)."""
-    try:
-        return heads_by_layer(n_heads, w.heads, layers=_layers(w))
-    except ValueError as e:
-        raise DraftError(f"{e} (experimental.heads)") from e
 
 
 def _layers(w: Window) -> tuple[int, ...] | None:

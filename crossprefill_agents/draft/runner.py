@@ -107,6 +107,7 @@ class DraftModel:
         sliding = bool(getattr(model.config, "sliding_window", None)) and getattr(
             model.config, "use_sliding_window", True
         )
+        # Whether the null query may share the question's last forward (_fused_forward); else a second pass.
         self.fuses_null = (
             getattr(model.config, "model_type", None) in FUSED_NULL_MODEL_TYPES
             and "position_ids" in params
