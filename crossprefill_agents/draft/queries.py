@@ -144,11 +144,9 @@ def _query_attention(
     for i in range(0, len(query_ids), QUERY_BLOCK):
         check_deadline(w.deadline)
         block = query_ids[i : i + QUERY_BLOCK]
-        extra = null_ids if i + QUERY_BLOCK >= len(query_ids) and w.fused_forward is not None else ()
-        if extra and w.fused_forward is not None:
-            out = w.fused_forward([*block, *extra], w.cache, len(extra), w.ctx_end)
-        else:
-            out = w.forward(block, w.cache)
+        fused = w.fused_forward if null_ids and i + QUERY_BLOCK >= len(query_ids) else None
+        extra = null_ids if fused is not None else ()
+        out = w.forward(block, w.cache) if fused is None else fused([*block, *extra], w.cache, len(extra), w.ctx_end)
         if not asked.wants(i, len(block)) and not extra:
             continue
         if not every and voters is None:

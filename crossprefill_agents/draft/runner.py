@@ -36,9 +36,9 @@ DEFAULT_WINDOW = 8192  # draft tokens per window when the model states no positi
 # an eighth of the time left when the prefill began (between these bounds): a deadline is overrun by one block.
 TIMED_FIRST_BLOCK = 64  # draft tokens of the first timed block (its speed sizes the next)
 TIMED_BLOCK_S = (0.05, 1.0)  # the bounds of one timed block's seconds
-# Architectures whose forward takes explicit position ids and a ready 4-D additive mask as given, so the
-# null query can share the question's last forward (tests/test_heads.py checks the scores equal two passes).
-# Others, and any draft with sliding-window layers, run the null query as a second pass.
+# Architectures whose forward takes explicit position ids and a ready 4-D additive mask as given, and that
+# have no sliding-window layers, so the null query can share the question's last forward (tests/test_heads.py
+# checks the scores equal two passes). Others (Gemma-3 among them) run the null query as a second pass.
 FUSED_NULL_MODEL_TYPES = frozenset({"llama"})
 
 
@@ -104,15 +104,9 @@ class DraftModel:
         full = [i for i, t in enumerate(types) if t == "full_attention"]
         # Layers whose attention spans the whole context (a sliding-window layer sees only its tail).
         self.global_layers: tuple[int, ...] | None = tuple(full) if full and len(full) < len(types) else None
-        sliding = bool(getattr(model.config, "sliding_window", None)) and getattr(
-            model.config, "use_sliding_window", True
-        )
         # Whether the null query may share the question's last forward (_fused_forward); else a second pass.
         self.fuses_null = (
-            getattr(model.config, "model_type", None) in FUSED_NULL_MODEL_TYPES
-            and "position_ids" in params
-            and not sliding
-            and all(t == "full_attention" for t in types)
+            getattr(model.config, "model_type", None) in FUSED_NULL_MODEL_TYPES and "position_ids" in params
         )
         with_special = tokenizer("a")["input_ids"]
         plain = tokenizer("a", add_special_tokens=False)["input_ids"]
