@@ -68,7 +68,9 @@ class DraftScores:
     prefilled_tokens: int  # draft tokens run through the model (all windows, prompt + query steps)
     windows: int  # scoring windows used
     prefill_s: float  # forward passes over the prompt, all windows
-    query_s: float  # the query passes: question + null query, or the last prompt token + look-ahead
+    # the query passes: question + null query (with the context's last block where it shares their forward),
+    # or the last prompt token + look-ahead
+    query_s: float
     reused_tokens: int = 0  # prompt tokens whose keys came from a kept draft cache (incremental scoring)
 
     def document(self, k: int) -> DraftScores:

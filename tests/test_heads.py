@@ -10,7 +10,8 @@ import torch
 from helpers import make_text
 
 from crossprefill_agents import CompressionConfig, DraftError
-from crossprefill_agents.draft import DraftModel, load_draft
+from crossprefill_agents.config import ExperimentalOptions
+from crossprefill_agents.draft import DraftModel, DraftPrefix, load_draft
 from crossprefill_agents.draft.heads import (
     calibrate,
     find_retrieval_heads,
@@ -297,33 +298,101 @@ def test_missing_heads_file_still_calibrates_once(embedded_tiny: list[str]) -> N
     assert load_draft("tiny-embedded").retrieval_heads == ((1, 3), (0, 2)) and embedded_tiny == ["tiny-embedded"]
 
 
+class _Forwards:
+    """Counts the draft model's forwards (monkeypatched over ``model.forward``)."""
+
+    def __init__(self, draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        self.n = 0
+        real = draft.model.forward
+
+        def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.n += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(draft.model, "forward", counted)
+
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
+
+
 def test_null_query_in_the_questions_forward_scores_as_a_second_pass(
     tiny_llama_draft: DraftModel, tiny_gemma_draft: DraftModel, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    """A llama draft reads the null query in the question's last forward, masked off the question's tokens:
-    the scores equal a second pass, with one forward fewer, for questions of one block and of several."""
+    """A llama draft reads the null query in the question's last forward, masked off the question's tokens,
+    and (merged, the default) the context's last block and the whole question in that same forward: the
+    scores equal separate passes, with one forward in all for a context of one prefill block, against one per
+    question block after the prefill (fused) and one more for the null query (neither), for questions of one
+    block and of several."""
     assert tiny_llama_draft.fuses_null and not tiny_gemma_draft.fuses_null  # gemma3 has sliding-window layers
     context = make_text(300, seed=8)
-    forwards = 0
-    real = tiny_llama_draft.model.forward
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        nonlocal forwards
-        forwards += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_llama_draft.model, "forward", counted)
+    forwards = _Forwards(tiny_llama_draft, monkeypatch)
+    merges = tiny_llama_draft._merges
     for q in ("where did they go?", make_text(30, seed=9)):
         n_query = len(tiny_llama_draft.tokenize("\n\n" + q).ids)
+        blocks = -(-n_query // QUERY_BLOCK)
         scores, calls = [], []
-        for fuse in (True, False):
+        for fuse, merge in ((True, True), (True, False), (False, False)):
             monkeypatch.setattr(tiny_llama_draft, "fuses_null", fuse)
-            forwards = 0
+            monkeypatch.setattr(tiny_llama_draft, "_merges", merges if merge else lambda *a: False)
             scores.append(tiny_llama_draft.score([context], q, config=CompressionConfig()).scores[0])
-            calls.append(forwards)
-        np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5, atol=1e-6)
-        assert calls[0] == calls[1] - 1
+            calls.append(forwards.take())
+        for other in scores[1:]:
+            np.testing.assert_allclose(scores[0], other, rtol=1e-5, atol=1e-6)
+        assert calls == [1, 1 + blocks, 2 + blocks]
     assert n_query > QUERY_BLOCK  # the second question took several blocks
+
+
+def test_merged_forward_with_a_past_a_session_and_a_deadline_scores_as_separate_passes(
+    tiny_llama_draft: DraftModel, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The merged forward after earlier prefill blocks (its body reads a cache), on a session's cache that grows
+    turn to turn, and under a deadline (the prefill's blocks all run first; the question and the null query
+    still share one forward): the scores equal the unmerged passes', and the cache ends at the context."""
+    forwards = _Forwards(tiny_llama_draft, monkeypatch)
+    merges = tiny_llama_draft._merges
+    docs = [make_text(200, seed=21), make_text(150, seed=22)]
+    q = make_text(25, seed=23)
+    n_query = len(tiny_llama_draft.tokenize("\n\n" + q).ids)
+    for config in (CompressionConfig(prefill_chunk_tokens=64), CompressionConfig(timeout_s=60.0)):
+        runs = []
+        for merge in (True, False):
+            monkeypatch.setattr(tiny_llama_draft, "_merges", merges if merge else lambda *a: False)
+            state = DraftPrefix(tiny_llama_draft.name)
+            first = tiny_llama_draft.score_incremental(docs[:1], q, config=config, state=state)
+            cached = len(state)
+            second = tiny_llama_draft.score_incremental(docs, q, config=config, state=state)
+            assert second.reused_tokens == cached  # the second turn reads the first's cache and appends a document
+            assert state.ids == tiny_llama_draft.prompt_ids(docs, "", config=config)  # the context, no query
+            whole = tiny_llama_draft.score(docs, q, config=config)
+            runs.append((first, second, whole, forwards.take()))
+        for merged, plain in zip(runs[0][:3], runs[1][:3], strict=True):
+            for a, b in zip(merged.scores, plain.scores, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        blocks = -(-n_query // QUERY_BLOCK)
+        if config.timeout_s is None:  # each of the three passes: its last prefill block and all query blocks in one
+            assert runs[1][3] - runs[0][3] == 3 * blocks
+        else:  # timed prefill blocks are sized by speed; the query blocks still become one forward per pass
+            assert runs[0][3] < runs[1][3]
+    assert n_query > QUERY_BLOCK
+
+
+def test_merged_forward_falls_back_when_the_query_weights_would_be_large(
+    tiny_llama_draft: DraftModel, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Past MERGED_WEIGHT_CELLS (every head voting over a long question, say) the query runs in blocks after the
+    prefill, as it did before merging; the scores are the same."""
+    from crossprefill_agents.draft import runner
+
+    context, q = make_text(300, seed=31), make_text(30, seed=32)
+    config = CompressionConfig(experimental=ExperimentalOptions(heads=()))  # every head votes
+    forwards = _Forwards(tiny_llama_draft, monkeypatch)
+    merged = tiny_llama_draft.score([context], q, config=config).scores[0]
+    assert forwards.take() == 1
+    monkeypatch.setattr(runner, "MERGED_WEIGHT_CELLS", 10)
+    blocked = tiny_llama_draft.score([context], q, config=config).scores[0]
+    assert forwards.take() > 2
+    np.testing.assert_allclose(merged, blocked, rtol=1e-5, atol=1e-6)
 
 
 def test_head_scores_ignore_the_voting_heads_and_layers(

@@ -38,6 +38,7 @@ LAYERS = (
     "scoring",
     "draft.prefix",
     "draft.queries",
+    "draft.split",
     "draft.runner",
     "draft.weights",
     "draft.embedded",

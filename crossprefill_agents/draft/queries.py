@@ -59,6 +59,11 @@ class Window:
     # up to the context's end (``[0, ctx_end)``: special prefix and context) at the positions right after it:
     # (ids, cache, n_null, ctx_end) -> output. None: the draft cannot mask that way; the null query runs apart.
     fused_forward: Callable[[list[int], Any, int, int], Any] | None = None
+    # One forward of the context tokens not yet in the cache, the question and the null query (draft/split.py):
+    # (query ids, null ids, cache, ctx_end, voters per layer) -> per layer the voters' (1, h, rows, keys) weights
+    # of the query rows. None: the context is prefilled already and the query runs in its own forwards.
+    merged_forward: Callable[[list[int], list[int], Any, int, tuple[tuple[int, ...], ...]], list[Any]] | None = None
+    layer_heads: tuple[int, ...] = ()  # attention heads of each layer the forward runs (for merged_forward's voters)
 
 
 def now() -> float:
@@ -79,6 +84,8 @@ def question_votes(query_ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
     Where the draft has a ``fused_forward``, the null query rides in the question's last forward instead
     of a second pass. Returns ``(n_ctx,)`` scores and the query tokens run.
     """
+    if w.merged_forward is not None:
+        return _merged_votes(query_ids, w)
     if hasattr(w.cache, "activate_past_recording"):
         w.cache.activate_past_recording()  # sliding-window layers keep what the question pushes out, for the crop
     every = w.capture is not None  # head_scores collects every head's rows: form them all, choose the voters after
@@ -88,6 +95,21 @@ def question_votes(query_ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
     if null is None:  # no fused forward: the null query reads the context in a second pass
         null, _ = _query_attention(w.null_ids, w, None, every=every)
     return _vote(asked, w, null, chosen=not every), len(query_ids) + len(w.null_ids)
+
+
+def _merged_votes(query_ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
+    """:func:`question_votes` in one forward that also finishes the context (``w.merged_forward``)."""
+    assert w.merged_forward is not None
+    check_deadline(w.deadline)
+    voters = heads_by_layer(w.layer_heads, w.heads, layers=_layers(w))
+    weights = w.merged_forward(list(query_ids), list(w.null_ids), w.cache, w.ctx_end, voters)
+    total = w.ctx_end + len(query_ids) + len(w.null_ids)
+    rows = _context_rows(weights, None, total, w)  # per layer (voters, rows, n_ctx)
+    asked, null = _Mean(_skip(query_ids, w)), _Mean(_skip(w.null_ids, w))
+    asked.add(0, [r[:, : len(query_ids)] for r in rows], None)
+    null.add(0, [r[:, len(query_ids) :] for r in rows], None)
+    w.cache.crop(w.ctx_end - w.cache.get_seq_length())
+    return _vote(asked.mean(), w, null.mean(), chosen=True), len(query_ids) + len(w.null_ids)
 
 
 def lookahead_votes(ids: list[int], w: Window) -> tuple[torch.Tensor, int]:

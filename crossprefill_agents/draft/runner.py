@@ -28,6 +28,7 @@ from ..results import DraftError, DraftScores, DraftTimeoutError, TokenizedText
 from ..text import sanitize
 from .prefix import DraftPrefix
 from .queries import NULL_QUERY, Window, check_deadline, lookahead_votes, now, question_votes
+from .split import SplitPlan, additive_mask, planned, register
 
 __all__ = ["DEFAULT_WINDOW", "DraftModel"]
 
@@ -40,6 +41,10 @@ TIMED_BLOCK_S = (0.05, 1.0)  # the bounds of one timed block's seconds
 # have no sliding-window layers, so the null query can share the question's last forward (tests/test_heads.py
 # checks the scores equal two passes). Others (Gemma-3 among them) run the null query as a second pass.
 FUSED_NULL_MODEL_TYPES = frozenset({"llama"})
+# On those drafts the context's last prefill block, the question and the null query share one forward
+# (draft/split.py) while the voting heads' weights of the query rows take at most this many cells
+# (float32: 128 MB); more (every head voting over a long question) runs the query in blocks after the prefill.
+MERGED_WEIGHT_CELLS = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -320,7 +325,15 @@ class DraftModel:
                 start = len(state)
             t0 = time.perf_counter()
             body = ids[:ctx_end] if question else ids[:-1]
-            self._prefill(body[start:], cache, config, deadline)
+            todo = body[start:]
+            null_ids = self._query_ids(NULL_QUERY, config).tolist()
+            rows = len(ids) - ctx_end + len(null_ids)  # the query rows whose weights the merged forward keeps
+            merge = question and capture is None and self._merges(heads, depth, rows, ctx_end + rows)
+            # Merged: the prefill's last block runs in the query's forward (none under a deadline: the timed
+            # blocks keep their size, and the query's forward holds only its own tokens).
+            held = (len(todo) % config.prefill_chunk_tokens or config.prefill_chunk_tokens) if deadline is None else 0
+            pending = todo[len(todo) - min(held, len(todo)) :] if merge else []
+            self._prefill(todo[: len(todo) - len(pending)], cache, config, deadline)
             t1 = time.perf_counter()
             window = Window(
                 ctx_start,
@@ -332,10 +345,12 @@ class DraftModel:
                 capture,
                 global_layers=self.global_layers,
                 separator_ids=self.tokenize(x.query_separator).ids.tolist(),
-                null_ids=self._query_ids(NULL_QUERY, config).tolist(),
+                null_ids=null_ids,
                 eos_ids=self.eos_ids,
                 forward=self._eager_forward,
                 fused_forward=self._fused_forward if self.fuses_null else None,
+                merged_forward=self._merged(pending, depth) if merge else None,
+                layer_heads=(int(self.model.config.num_attention_heads),) * depth,
             )
             with self._attention(prefill=False):
                 votes, n_query = question_votes(ids[ctx_end:], window) if question else lookahead_votes(ids, window)
@@ -413,6 +428,57 @@ class DraftModel:
             ids, cache, attentions=True, position_ids=torch.tensor([positions]), attention_mask=mask[None, None]
         )
 
+    def _merges(self, heads: tuple[tuple[int, int], ...], depth: int, rows: int, keys: int) -> bool:
+        """Whether the query passes may share one split forward with the prefill's last block: a llama draft, and
+        the voting heads' weights of the ``rows`` query rows over ``keys`` within :data:`MERGED_WEIGHT_CELLS`."""
+        if not self.fuses_null:
+            return False
+        n_heads = int(self.model.config.num_attention_heads)
+        voting = sum(1 for layer, h in heads if layer < depth and 0 <= h < n_heads) if heads else depth * n_heads
+        return voting * rows * keys <= MERGED_WEIGHT_CELLS
+
+    def _merged(self, pending: list[int], depth: int) -> Any:
+        """The Window's merged forward: ``pending`` context tokens, then the question and the null query."""
+
+        def forward(query_ids: list[int], null_ids: list[int], cache: Any, ctx_end: int, voters: Any) -> list[Any]:
+            return self._split_forward(pending, query_ids, null_ids, cache, ctx_end, voters, depth)
+
+        return forward
+
+    def _split_forward(
+        self,
+        body: list[int],
+        query_ids: list[int],
+        null_ids: list[int],
+        cache: Any,
+        ctx_end: int,
+        voters: tuple[tuple[int, ...], ...],
+        depth: int,
+    ) -> list[torch.Tensor]:
+        """One forward of ``[*body, *query_ids, *null_ids]`` (draft/split.py): the body extends the cache to
+        ``ctx_end`` under fused attention, the question reads everything before it, and the null query reads only
+        ``[0, ctx_end)`` and itself at the positions right after it. Returns, per layer up to ``depth``, the
+        voting heads' ``(1, voters, n_query + n_null, keys)`` weights of those rows."""
+        past = cache.get_seq_length()
+        if past + len(body) != ctx_end:
+            raise DraftError(f"the cache holds {past} tokens and {len(body)} more do not end the context at {ctx_end}")
+        nq, nn = len(query_ids), len(null_ids)
+        keys = ctx_end + nq + nn
+        dtype = self.model.dtype
+        seen = torch.zeros((nq + nn, keys), dtype=torch.bool)
+        seen[:nq, : ctx_end + nq] = torch.ones((nq, ctx_end + nq), dtype=torch.bool).tril(ctx_end)
+        seen[nq:, :ctx_end] = True
+        seen[nq:, ctx_end + nq :] = torch.ones((nn, nn), dtype=torch.bool).tril()
+        body_mask = None
+        if past and body:
+            body_mask = additive_mask(torch.ones((len(body), ctx_end), dtype=torch.bool).tril(past), dtype)
+        plan = SplitPlan(nq + nn, body_mask, additive_mask(seen, dtype), voters)
+        positions = [*range(past, ctx_end + nq), *range(ctx_end, ctx_end + nn)]
+        with planned(plan), self._implementation(register()):
+            self._forward([*body, *query_ids, *null_ids], cache, position_ids=torch.tensor([positions]))
+        empty = torch.zeros((1, 0, nq + nn, keys), dtype=dtype)
+        return [plan.weights.get(layer, empty) for layer in range(depth)]
+
     @contextlib.contextmanager
     def _truncated(self, depth: int) -> Iterator[None]:
         """Run only the first ``depth`` decoder layers (the model's forward reads ``config.num_hidden_layers``)."""
@@ -429,9 +495,14 @@ class DraftModel:
     @contextlib.contextmanager
     def _attention(self, *, prefill: bool) -> Iterator[None]:
         """Fused attention for the prefill, eager (weights exposed) for the query steps; restored after."""
-        config = self.model.config
-        original = getattr(config, "_attn_implementation", None) or "sdpa"
-        wanted = ("sdpa" if original == "eager" else original) if prefill else "eager"
+        original = getattr(self.model.config, "_attn_implementation", None) or "sdpa"
+        with self._implementation(("sdpa" if original == "eager" else original) if prefill else "eager"):
+            yield
+
+    @contextlib.contextmanager
+    def _implementation(self, wanted: str) -> Iterator[None]:
+        """Run the model under the attention implementation ``wanted``; the original one is restored after."""
+        original = getattr(self.model.config, "_attn_implementation", None) or "sdpa"
         if wanted == original:
             yield
             return
