@@ -12,6 +12,7 @@ from helpers import make_text
 
 from crossprefill_agents import CompressionConfig, PromptCompressor
 from crossprefill_agents.draft import queries
+from crossprefill_agents.draft.queries import NULL_QUERY
 from crossprefill_agents.draft.runner import TIMED_BLOCK_S, DraftModel
 from crossprefill_agents.results import DraftTimeoutError
 from crossprefill_agents.testing import tiny_draft
@@ -51,15 +52,17 @@ def slow_draft(monkeypatch: pytest.MonkeyPatch) -> tuple[DraftModel, FakeClock, 
 
 
 def test_without_a_deadline_the_prefill_runs_in_prefill_chunk_tokens_blocks(slow_draft) -> None:  # type: ignore[no-untyped-def]
-    """No deadline: the prefill runs exactly as before (blocks of prefill_chunk_tokens), so scores are unchanged."""
+    """No deadline: the prefill runs exactly as before (blocks of prefill_chunk_tokens), so scores are unchanged;
+    on this llama draft the last, shorter block also carries the query and the null query (one merged forward)."""
     draft, _, sizes = slow_draft
     context = make_text(600, seed=1)  # one window
     cfg = CompressionConfig(prefill_chunk_tokens=256)
     scores = draft.score([context], "passkey?", config=cfg)
-    assert scores.windows == 1
-    n_prefill = len(draft.prompt_ids([context], "passkey?", config=cfg)) - len(draft._query_ids("passkey?", cfg))
+    assert scores.windows == 1 and draft.fuses_null
+    n_query = len(draft._query_ids("passkey?", cfg))
+    n_prefill = len(draft.prompt_ids([context], "passkey?", config=cfg)) - n_query
     full, rest = divmod(n_prefill, 256)
-    assert sizes[: full + 1] == [256] * full + [rest]
+    assert sizes == [256] * full + [rest + n_query + len(draft._query_ids(NULL_QUERY, cfg))]
 
 
 def test_the_prefill_stops_within_one_small_block_of_the_deadline(slow_draft) -> None:  # type: ignore[no-untyped-def]
