@@ -4,6 +4,9 @@
     python -m benchmarks quality --peers     # ours vs LongLLMLingua, 30 HotpotQA + 30 paraphrased SQuAD (about 75 min)
     python -m benchmarks quality             # the full grid (hours on 2 CPU cores)
 
+Every record is appended to ``benchmarks/results/NAME.jsonl`` as it is computed; rerunning
+the same command resumes from it (``--fresh`` starts over).
+
 Every method compresses the same contexts to the same keep rates of **target** (cl100k_base)
 tokens, with budgets closed on that tokenizer:
 
@@ -186,7 +189,57 @@ def _nominal(ex: Example) -> int:
     return int(ex.id.rsplit("/", 1)[1])
 
 
-def run(plan: Plan) -> dict[str, Any]:
+class Store:
+    """Records and prefill timings, appended to a JSONL file as each is computed.
+
+    A rerun of the same plan reads the file back and skips what it holds, so an interrupted
+    grid resumes where it stopped. Compressed texts are not stored (they would run to tens
+    of MB); a plan whose local targets answer needs them, so it starts from an empty store.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.records: list[Record] = []
+        self.prefill_refs: list[dict[str, Any]] = []
+        self._keys: set[tuple[str, str, float]] = set()
+        if path is not None and path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut short by an interrupted write
+                    continue
+                kind = row.pop("kind", None)
+                if kind == "record":
+                    row["evidence"] = [tuple(e) for e in row["evidence"]]
+                    self._add(Record(**row))
+                elif kind == "prefill":
+                    self.prefill_refs.append(row)
+
+    def has(self, example: str, method: str, rate: float) -> bool:
+        return (example, method, rate) in self._keys
+
+    def add(self, r: Record) -> None:
+        if self.has(r.example, r.method, r.rate):
+            return
+        self._add(r)
+        self._write({"kind": "record", **r.to_dict()})
+
+    def add_prefill(self, row: dict[str, Any]) -> None:
+        self.prefill_refs.append(row)
+        self._write({"kind": "prefill", **row})
+
+    def _add(self, r: Record) -> None:
+        self.records.append(r)
+        self._keys.add((r.example, r.method, r.rate))
+
+    def _write(self, row: dict[str, Any]) -> None:
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def run(plan: Plan, store: Path | None = None) -> dict[str, Any]:
+    """Run ``plan``; with ``store``, append each record to that JSONL file and skip those it holds."""
     from tqdm import tqdm
 
     examples = {
@@ -195,16 +248,30 @@ def run(plan: Plan) -> dict[str, Any]:
         for n_tok in plan.lengths
     }
     all_examples = [ex for exs in examples.values() for ex in exs]
-    records: list[Record] = []
-    prefill_refs: list[dict[str, Any]] = []
+    if store is not None and plan.target_rates and store.exists():
+        logger.warning("%s: the local targets need the compressed texts, which are not stored; starting over", store)
+        store.unlink()
+    db = Store(store)
+    records = db.records
 
     # --- ours and the paper's scorer, one draft at a time (each its own scoring pass per context) ---
     for draft in plan.drafts:
+        names = ("ours", "paper")[: 2 if plan.paper else 1]
+        todo = [
+            ex
+            for ex in all_examples
+            if not all(db.has(ex.id, f"{n}/{draft}", rate) for n in names for rate in plan.rates)
+        ]
+        if not todo:
+            continue
         ours = PromptCompressor.from_pretrained(draft, target=TARGET)
         paper = PromptCompressor(ours.draft, target=ours.target, config=CompressionConfig.paper())
         seen: dict[int, int] = defaultdict(int)
-        for ex in tqdm(all_examples, desc=f"ours+paper/{draft}", unit="ctx"):
-            for name, pc in (("ours", ours), ("paper", paper))[: 2 if plan.paper else 1]:
+        for r in db.prefill_refs:
+            if r["draft"] == draft:
+                seen[r["length"]] += 1
+        for ex in tqdm(todo, desc=f"ours+paper/{draft}", unit="ctx"):
+            for name, pc in (("ours", ours), ("paper", paper))[: len(names)]:
                 t0 = time.perf_counter()
                 scored = pc.draft.score([ex.context], ex.question, config=pc.config)
                 elapsed = time.perf_counter() - t0
@@ -212,7 +279,7 @@ def run(plan: Plan) -> dict[str, Any]:
                     score_s = elapsed
                 for rate in plan.rates:
                     (r,) = pc.compress_scored([ex.context], scored, keep_rate=rate)
-                    records.append(
+                    db.add(
                         _record(
                             ex,
                             f"{name}/{draft}",
@@ -225,7 +292,7 @@ def run(plan: Plan) -> dict[str, Any]:
                     )
             if seen[_nominal(ex)] < plan.prefill_reference:
                 seen[_nominal(ex)] += 1
-                prefill_refs.append(
+                db.add_prefill(
                     {
                         "draft": draft,
                         "length": _nominal(ex),
@@ -238,21 +305,27 @@ def run(plan: Plan) -> dict[str, Any]:
         del ours, paper
 
     # --- non-LLM baselines ---
-    load_minilm()
-    for ex in tqdm(all_examples, desc="baselines", unit="ctx"):
+    todo = [
+        ex
+        for ex in all_examples
+        if not all(db.has(ex.id, f"{m}/{u}", rate) for m, u in BASELINES for rate in plan.rates)
+    ]
+    if todo:
+        load_minilm()
+    for ex in tqdm(todo, desc="baselines", unit="ctx"):
         for method, unit in BASELINES:
             for rate in plan.rates:
+                if db.has(ex.id, f"{method}/{unit}", rate):
+                    continue
                 b = compress_baseline(
                     method, unit, ex.context, ex.question, keep_rate=rate, counter=TARGET, seed=plan.seed
                 )
-                records.append(
-                    _record(ex, f"{method}/{unit}", rate, b.text, b.kept_spans, b.compressed_tokens, b.seconds)
-                )
+                db.add(_record(ex, f"{method}/{unit}", rate, b.text, b.kept_spans, b.compressed_tokens, b.seconds))
 
     # --- the real peers, in their own environment ---
     peer_note = "not run"
     if plan.peers:
-        peer_note = _run_peers(plan, examples, records)
+        peer_note = _run_peers(plan, examples, db)
 
     # --- cross-family local targets answer from full and compressed prompts ---
     answers = _run_targets(plan, examples, records)
@@ -262,27 +335,37 @@ def run(plan: Plan) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "peers": peer_note,
         "records": [r.to_dict() for r in records],
-        "prefill_reference": prefill_refs,
+        "prefill_reference": db.prefill_refs,
         "answers": answers,
     }
 
 
-def _run_peers(plan: Plan, examples: dict[tuple[str, int], list[Example]], records: list[Record]) -> str:
+def _run_peers(plan: Plan, examples: dict[tuple[str, int], list[Example]], db: Store) -> str:
     from tqdm import tqdm
 
     from .peers.llmlingua import LLMLinguaPeer, PeerError
 
-    todo = [ex for (ds, _), exs in examples.items() if ds in plan.peer_datasets for ex in exs]
+    todo = [
+        ex
+        for (ds, _), exs in examples.items()
+        if ds in plan.peer_datasets
+        for ex in exs
+        if not all(db.has(ex.id, f"{m}/smollm2-135m", rate) for m in plan.peer_methods for rate in plan.peer_rates)
+    ]
+    if not todo:
+        return "ran (every record read back from the store)"
     try:
         with LLMLinguaPeer() as peer:
             versions = ", ".join(f"{k} {v}" for k, v in sorted(peer.versions.items()))
             for ex in tqdm(todo, desc="llmlingua peers", unit="ctx"):
                 for method in plan.peer_methods:
                     for rate in plan.peer_rates:
+                        if db.has(ex.id, f"{method}/smollm2-135m", rate):
+                            continue
                         p = peer.compress(
                             ex.context, ex.question, keep_rate=rate, method=method, documents=ex.documents, id=ex.id
                         )
-                        records.append(
+                        db.add(
                             _record(
                                 ex, f"{method}/smollm2-135m", rate, p.text, p.kept_spans, p.compressed_tokens, p.seconds
                             )
@@ -717,7 +800,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-targets", action="store_true", help="skip the small local targets' answers")
     ap.add_argument("--lengths", nargs="+", type=int, default=None, help="context lengths (target tokens)")
     ap.add_argument("--datasets", nargs="+", default=None, help="datasets (peers and targets follow)")
+    ap.add_argument("--peer-methods", nargs="+", default=None, choices=list(PEERS), help="which LLMLingua peers run")
+    ap.add_argument("--peer-rates", nargs="+", type=float, default=None, help="keep rates the peers run at")
     ap.add_argument("--name", default=None, help="results file stem under benchmarks/results/")
+    ap.add_argument("--fresh", action="store_true", help="drop the stored records (NAME.jsonl) instead of resuming")
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown and plots from the JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -738,6 +824,10 @@ def main(argv: list[str] | None = None) -> None:
         overrides["datasets"] = keep
         overrides["peer_datasets"] = tuple(d for d in plan.peer_datasets if d in keep)
         overrides["target_datasets"] = tuple(d for d in plan.target_datasets if d in keep)
+    if args.peer_methods:
+        overrides["peer_methods"] = tuple(args.peer_methods)
+    if args.peer_rates:
+        overrides["peer_rates"] = tuple(args.peer_rates)
     if args.name:
         overrides["name"] = args.name
     plan = replace(plan, **overrides)
@@ -746,8 +836,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         result = json.loads(stem.with_suffix(".json").read_text())
     else:
+        store = stem.with_suffix(".jsonl")
+        if args.fresh:
+            store.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        result = run(plan)
+        result = run(plan, store)
         result["wall_s"] = time.perf_counter() - t0
         stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     summary = summarize(result)
