@@ -267,9 +267,9 @@ def run(plan: Plan, store: Path | None = None) -> dict[str, Any]:
         ours = PromptCompressor.from_pretrained(draft, target=TARGET)
         paper = PromptCompressor(ours.draft, target=ours.target, config=CompressionConfig.paper())
         seen: dict[int, int] = defaultdict(int)
-        for r in db.prefill_refs:
-            if r["draft"] == draft:
-                seen[r["length"]] += 1
+        for ref in db.prefill_refs:
+            if ref["draft"] == draft:
+                seen[ref["length"]] += 1
         for ex in tqdm(todo, desc=f"ours+paper/{draft}", unit="ctx"):
             for name, pc in (("ours", ours), ("paper", paper))[: len(names)]:
                 t0 = time.perf_counter()
@@ -795,6 +795,7 @@ def main(argv: list[str] | None = None) -> None:
         help="HotpotQA and squad_paraphrase, 30 questions each: ours vs LongLLMLingua at keep 0.25 and 0.5",
     )
     ap.add_argument("--n", type=int, default=None, help="examples per dataset and length")
+    ap.add_argument("--drafts", nargs="+", default=None, choices=list(DRAFTS), help="the drafts ours runs with")
     ap.add_argument("--no-peers", action="store_true", help="skip LLMLingua / LongLLMLingua")
     ap.add_argument("--no-paper", action="store_true", help="skip the paper preset's scoring pass")
     ap.add_argument("--no-targets", action="store_true", help="skip the small local targets' answers")
@@ -811,6 +812,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides: dict[str, Any] = {}
     if args.n is not None:
         overrides["n"] = args.n
+    if args.drafts:
+        overrides["drafts"] = tuple(args.drafts)
     if args.no_peers:
         overrides["peers"] = False
     if args.no_paper:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from benchmarks.quality import Record, Store
 
@@ -23,7 +24,7 @@ def _record(example: str, method: str = "ours/smollm2-135m", rate: float = 0.25)
     )
 
 
-def test_records_and_prefill_timings_are_read_back_by_a_new_store(tmp_path):
+def test_records_and_prefill_timings_are_read_back_by_a_new_store(tmp_path: Path) -> None:
     path = tmp_path / "grid.jsonl"
     db = Store(path)
     db.add(_record("hotpotqa/1/4000"))
@@ -41,7 +42,7 @@ def test_records_and_prefill_timings_are_read_back_by_a_new_store(tmp_path):
     assert again.prefill_refs == [{"draft": "smollm2-135m", "length": 4000, "scoring_s": 1.0, "plain_prefill_s": 2.0}]
 
 
-def test_a_record_already_held_is_not_written_twice(tmp_path):
+def test_a_record_already_held_is_not_written_twice(tmp_path: Path) -> None:
     path = tmp_path / "grid.jsonl"
     db = Store(path)
     db.add(_record("squad/3/4000"))
@@ -50,7 +51,7 @@ def test_a_record_already_held_is_not_written_twice(tmp_path):
     assert len(path.read_text().splitlines()) == 1
 
 
-def test_a_line_cut_by_an_interrupted_write_is_skipped(tmp_path):
+def test_a_line_cut_by_an_interrupted_write_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "grid.jsonl"
     Store(path).add(_record("squad/3/4000"))
     with path.open("a") as f:
@@ -59,7 +60,7 @@ def test_a_line_cut_by_an_interrupted_write_is_skipped(tmp_path):
     assert [r.example for r in again.records] == ["squad/3/4000"]
 
 
-def test_without_a_path_nothing_is_written(tmp_path):
+def test_without_a_path_nothing_is_written(tmp_path: Path) -> None:
     db = Store(None)
     db.add(_record("squad/3/4000"))
     assert db.has("squad/3/4000", "ours/smollm2-135m", 0.25)
