@@ -218,6 +218,10 @@ class Store:
     def has(self, example: str, method: str, rate: float) -> bool:
         return (example, method, rate) in self._keys
 
+    def holds(self, example: str, methods: Iterable[str], rates: Sequence[float]) -> bool:
+        """Whether every (method, rate) pair of ``example`` is stored."""
+        return all(self.has(example, m, rate) for m in methods for rate in rates)
+
     def add(self, r: Record) -> None:
         if self.has(r.example, r.method, r.rate):
             return
@@ -238,6 +242,18 @@ class Store:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _in_plan(plan: Plan, examples: set[str], r: Record) -> bool:
+    """Whether ``plan`` asks for ``r`` (a store may hold records of an earlier, wider plan of the same name)."""
+    if r.example not in examples:
+        return False
+    method, _, draft = r.method.partition("/")
+    if method in ("ours", "paper"):
+        return draft in plan.drafts and (method == "ours" or plan.paper) and r.rate in plan.rates
+    if method in PEERS:
+        return plan.peers and method in plan.peer_methods and r.rate in plan.peer_rates
+    return r.rate in plan.rates
+
+
 def run(plan: Plan, store: Path | None = None) -> dict[str, Any]:
     """Run ``plan``; with ``store``, append each record to that JSONL file and skip those it holds."""
     from tqdm import tqdm
@@ -252,16 +268,11 @@ def run(plan: Plan, store: Path | None = None) -> dict[str, Any]:
         logger.warning("%s: the local targets need the compressed texts, which are not stored; starting over", store)
         store.unlink()
     db = Store(store)
-    records = db.records
 
     # --- ours and the paper's scorer, one draft at a time (each its own scoring pass per context) ---
     for draft in plan.drafts:
         names = ("ours", "paper")[: 2 if plan.paper else 1]
-        todo = [
-            ex
-            for ex in all_examples
-            if not all(db.has(ex.id, f"{n}/{draft}", rate) for n in names for rate in plan.rates)
-        ]
+        todo = [ex for ex in all_examples if not db.holds(ex.id, [f"{n}/{draft}" for n in names], plan.rates)]
         if not todo:
             continue
         ours = PromptCompressor.from_pretrained(draft, target=TARGET)
@@ -305,11 +316,8 @@ def run(plan: Plan, store: Path | None = None) -> dict[str, Any]:
         del ours, paper
 
     # --- non-LLM baselines ---
-    todo = [
-        ex
-        for ex in all_examples
-        if not all(db.has(ex.id, f"{m}/{u}", rate) for m, u in BASELINES for rate in plan.rates)
-    ]
+    baselines = [f"{m}/{u}" for m, u in BASELINES]
+    todo = [ex for ex in all_examples if not db.holds(ex.id, baselines, plan.rates)]
     if todo:
         load_minilm()
     for ex in tqdm(todo, desc="baselines", unit="ctx"):
@@ -328,6 +336,7 @@ def run(plan: Plan, store: Path | None = None) -> dict[str, Any]:
         peer_note = _run_peers(plan, examples, db)
 
     # --- cross-family local targets answer from full and compressed prompts ---
+    records = [r for r in db.records if _in_plan(plan, {ex.id for ex in all_examples}, r)]
     answers = _run_targets(plan, examples, records)
 
     return {
@@ -335,7 +344,9 @@ def run(plan: Plan, store: Path | None = None) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "peers": peer_note,
         "records": [r.to_dict() for r in records],
-        "prefill_reference": db.prefill_refs,
+        "prefill_reference": [
+            ref for ref in db.prefill_refs if ref["draft"] in plan.drafts and ref["length"] in plan.lengths
+        ],
         "answers": answers,
     }
 
@@ -350,7 +361,7 @@ def _run_peers(plan: Plan, examples: dict[tuple[str, int], list[Example]], db: S
         for (ds, _), exs in examples.items()
         if ds in plan.peer_datasets
         for ex in exs
-        if not all(db.has(ex.id, f"{m}/smollm2-135m", rate) for m in plan.peer_methods for rate in plan.peer_rates)
+        if not db.holds(ex.id, [f"{m}/smollm2-135m" for m in plan.peer_methods], plan.peer_rates)
     ]
     if not todo:
         return "ran (every record read back from the store)"

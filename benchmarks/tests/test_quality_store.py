@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.quality import Record, Store
+from benchmarks.quality import PEERS_PLAN, Record, Store, _in_plan
 
 
 def _record(example: str, method: str = "ours/smollm2-135m", rate: float = 0.25) -> Record:
@@ -65,3 +66,25 @@ def test_without_a_path_nothing_is_written(tmp_path: Path) -> None:
     db.add(_record("squad/3/4000"))
     assert db.has("squad/3/4000", "ours/smollm2-135m", 0.25)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_holds_needs_every_method_and_rate(tmp_path: Path) -> None:
+    db = Store(tmp_path / "grid.jsonl")
+    db.add(_record("squad/3/4000", rate=0.25))
+    assert db.holds("squad/3/4000", ["ours/smollm2-135m"], [0.25])
+    assert not db.holds("squad/3/4000", ["ours/smollm2-135m"], [0.25, 0.5])
+    assert not db.holds("squad/3/4000", ["ours/smollm2-135m", "bm25/sentence"], [0.25])
+
+
+def test_a_run_reports_only_the_records_its_plan_asks_for() -> None:
+    plan = replace(PEERS_PLAN, drafts=("smollm2-135m",), rates=(0.25,), peer_rates=(0.25,), paper=False)
+    ids = {"squad/3/4000"}
+    assert _in_plan(plan, ids, _record("squad/3/4000"))
+    assert not _in_plan(plan, ids, _record("squad/4/4000"))  # another draw
+    assert not _in_plan(plan, ids, _record("squad/3/4000", method="ours/gemma3-270m"))  # a draft left out
+    assert not _in_plan(plan, ids, _record("squad/3/4000", method="paper/smollm2-135m"))  # the paper preset is off
+    assert not _in_plan(plan, ids, _record("squad/3/4000", rate=0.5))
+    assert _in_plan(plan, ids, _record("squad/3/4000", method="longllmlingua/smollm2-135m"))
+    assert not _in_plan(plan, ids, _record("squad/3/4000", method="llmlingua/smollm2-135m"))
+    assert _in_plan(plan, ids, _record("squad/3/4000", method="bm25/sentence"))
+    assert not _in_plan(replace(plan, peers=False), ids, _record("squad/3/4000", method="longllmlingua/smollm2-135m"))
