@@ -16,6 +16,7 @@ import inspect
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,9 @@ FUSED_NULL_MODEL_TYPES = frozenset({"llama"})
 # (draft/split.py) while the voting heads' weights of the query rows take at most this many cells
 # (float32: 128 MB); more (every head voting over a long question) runs the query in blocks after the prefill.
 MERGED_WEIGHT_CELLS = 1 << 25
+# Texts whose draft tokens stay memoised (least recently used dropped): an agent turn re-reads every earlier
+# document of its context, and tokenizing them again costs time that grows with the context.
+TOKENIZED_TEXTS = 256
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class DraftModel:
         )
         self.num_layers = int(model.config.num_hidden_layers)
         self._lock = threading.Lock()
+        self._tokenized: OrderedDict[str, TokenizedText] = OrderedDict()  # text -> its read-only tokens
+        self._tokenized_lock = threading.Lock()
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
@@ -121,7 +127,25 @@ class DraftModel:
 
     # ------------------------------------------------------------------ tokens
     def tokenize(self, text: str) -> TokenizedText:
-        """Draft tokens of ``text`` (no special tokens) with character offsets into it."""
+        """Draft tokens of ``text`` (no special tokens) with character offsets into it.
+
+        The arrays are read-only: the last :data:`TOKENIZED_TEXTS` texts' tokens are memoised and shared.
+        """
+        with self._tokenized_lock:
+            hit = self._tokenized.get(text)
+            if hit is not None:
+                self._tokenized.move_to_end(text)
+                return hit
+        tokens = self._tokenize(text)
+        tokens.ids.setflags(write=False)
+        tokens.offsets.setflags(write=False)
+        with self._tokenized_lock:
+            self._tokenized[text] = tokens
+            while len(self._tokenized) > TOKENIZED_TEXTS:
+                self._tokenized.popitem(last=False)
+        return tokens
+
+    def _tokenize(self, text: str) -> TokenizedText:
         if not text:
             return TokenizedText(np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
         enc = self.tokenizer(sanitize(text), add_special_tokens=False, return_offsets_mapping=True, verbose=False)

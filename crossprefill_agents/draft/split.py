@@ -2,9 +2,10 @@
 
 A forward costs a fixed ~0.1 s on a small CPU draft whatever its length (every weight is read once), so the
 question scorer runs the context's last block, the question and the null query in a single forward:
-:func:`split_attention`, registered with transformers as :data:`SPLIT_ATTENTION`, computes the leading
-``body`` rows with the model's sdpa attention and the trailing ``tail`` rows eagerly, keeping the voting
-heads' weights of those rows. The masks come from the :class:`SplitPlan` of the running forward.
+:func:`split_attention`, registered with transformers as :data:`SPLIT_ATTENTION`, computes every row's
+output with fused attention (the leading ``body`` rows as a prefill would, the trailing ``tail`` rows under
+their own mask) and forms attention weights only where they vote: the voting heads' rows of the tail.
+The masks come from the :class:`SplitPlan` of the running forward.
 """
 
 from __future__ import annotations
@@ -62,40 +63,54 @@ def split_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature: ``query (1, heads, n, d)``, ``key``/``value`` ``(1, kv_heads,
-    past + n, d)`` -> ``(1, n, heads, d)``. The body rows go through sdpa exactly as a plain prefill would; the
-    tail rows' softmax is formed as in transformers' eager attention (float32, then the model's dtype), and the
-    voting heads' rows are stored in the plan. ``attention_mask`` is unused: the plan carries the masks."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-
+    past + n, d)`` -> ``(1, n, heads, d)``. Every row's output comes from torch's fused attention (grouped
+    key/value heads read in place, never repeated): the body rows causally over the context, as a plain
+    prefill computes them, the tail rows under the plan's tail mask. Only the voting heads' tail weights are
+    formed as well, as in transformers' eager attention (float32 softmax, then the model's dtype), and stored
+    in the plan; a layer with no voting head forms none. ``attention_mask`` is unused: the plan carries the
+    masks."""
     plan = _PLAN.get()
     if plan is None:
         raise RuntimeError(f"the {SPLIT_ATTENTION!r} attention runs only inside crossprefill's planned forward")
     n = query.shape[2]
     body = n - plan.n_tail
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    groups = query.shape[1] // key.shape[1]
     parts = []
     if body:
         seen = key.shape[2] - plan.n_tail  # the body never sees the tail's keys
-        out, _ = sdpa_attention_forward(
-            module,
-            query[:, :, :body],
-            key[:, :, :seen],
-            value[:, :, :seen],
-            plan.body_mask,
-            dropout=0.0,
-            scaling=scale,
-            **kwargs,
+        causal = plan.body_mask is None  # no past: the body alone, plainly causal
+        if causal and seen != body:
+            raise RuntimeError(f"a split forward without a body mask must have no past ({seen - body} keys cached)")
+        parts.append(
+            _attend(query[:, :, :body], key[:, :, :seen], value[:, :, :seen], plan.body_mask, scale, groups, causal)
         )
-        parts.append(out)
-    groups = getattr(module, "num_key_value_groups", 1)
-    k, v = repeat_kv(key, groups), repeat_kv(value, groups)
-    logits = torch.matmul(query[:, :, body:], k.transpose(2, 3)) * scale + plan.tail_mask
-    weights = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
-    parts.append(torch.matmul(weights, v).transpose(1, 2))
+    tail = query[:, :, body:]
+    parts.append(_attend(tail, key, value, plan.tail_mask, scale, groups, False))
     layer = int(module.layer_idx)
-    if layer < len(plan.voters) and plan.voters[layer]:
-        plan.weights[layer] = weights[:, list(plan.voters[layer])]
+    voters = list(plan.voters[layer]) if layer < len(plan.voters) else []
+    if voters:
+        kv = [h // groups for h in voters]  # the key/value head each voting head reads
+        logits = torch.matmul(tail[:, voters], key[:, kv].transpose(2, 3)) * scale + plan.tail_mask
+        plan.weights[layer] = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
     return torch.cat(parts, dim=1).contiguous(), None
+
+
+def _attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    groups: int,
+    causal: bool,
+) -> torch.Tensor:
+    """Fused attention of ``query (1, heads, q, d)`` over ``key``/``value`` ``(1, kv_heads, k, d)`` -> ``(1, q,
+    heads, d)``; ``causal`` (with no mask) aligns the rows with the last ``q`` keys, here all of them."""
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=scale, is_causal=causal, enable_gqa=groups > 1
+    )
+    return out.transpose(1, 2)
 
 
 def register() -> str:
