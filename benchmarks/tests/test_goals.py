@@ -43,7 +43,7 @@ def test_margins_against_the_peer_and_the_best_sentence_baseline() -> None:
 
 
 def test_cost_compares_our_dearest_rate_with_the_peers_cheapest() -> None:
-    """Cost share = our max ms over the peer's rates / the peer's min ms, pooled over datasets."""
+    """Cost share = our max ms over our rates / the peer's min ms, pooled over datasets."""
     text = _scoring_goals(
         PLAN,
         _summary(
@@ -68,3 +68,19 @@ def test_a_margin_that_lands_on_the_goal_meets_it() -> None:
     )
     line = _line(text, "- hotpotqa @0.25, ours/smollm2-135m")
     assert "recall +10.0 (met)" in line and "answer kept +10.0 (met)" in line
+
+
+def test_a_rate_the_peer_did_not_run_still_reports_the_baseline_margins() -> None:
+    """Where LongLLMLingua ran at no rate (a grid without peers) the line says so and still states the margins
+    over the best sentence baseline, a miss included."""
+    text = _scoring_goals(
+        PLAN,
+        _summary(
+            _cell("squad_paraphrase", "ours/smollm2-135m", 0.1, recall=0.60, recall_low=0.60),
+            _cell("squad_paraphrase", "minilm/sentence", 0.1, recall=0.65, recall_low=0.65),
+        ),
+    )
+    line = _line(text, "- squad_paraphrase @0.1, ours/smollm2-135m")
+    assert "LongLLMLingua not run at this rate" in line
+    assert "(minilm/sentence) -5.0 (missed)" in line
+    assert "cost" not in text  # no peer timing to compare with
