@@ -364,3 +364,19 @@ def test_empty_messages_are_no_segments_even_with_min_tokens_zero(tiny_llama_dra
     assert turn.stats.fallback_reason is None
     assert turn.stats.segments == 1 and set(turn.results) == {4}
     assert [m["content"] for m in turn.messages[:4]] == [m["content"] for m in msgs[:4]]
+
+
+def test_draft_tokens_are_memoised_read_only_and_bounded(tiny_llama_draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A text tokenized again returns the same read-only arrays; past TOKENIZED_TEXTS the oldest are dropped."""
+    from crossprefill_agents.draft import runner
+
+    text = make_text(120, seed=41)
+    first = tiny_llama_draft.tokenize(text)
+    assert tiny_llama_draft.tokenize(text) is first
+    assert not first.ids.flags.writeable and not first.offsets.flags.writeable
+    monkeypatch.setattr(runner, "TOKENIZED_TEXTS", 2)
+    for seed in (42, 43):  # two more texts push the first one out
+        tiny_llama_draft.tokenize(make_text(120, seed=seed))
+    again = tiny_llama_draft.tokenize(text)
+    assert again is not first
+    np.testing.assert_array_equal(again.ids, first.ids)
