@@ -93,6 +93,27 @@ def test_question_scorer_stops_after_the_deepest_voting_layer(tiny_llama_draft: 
     np.testing.assert_allclose(shallow, _question_vote(tiny_llama_draft, context, q, [(0, 1), (0, 2)]), atol=1e-4)
 
 
+@pytest.mark.parametrize("fixture", ["tiny_llama_draft", "tiny_gemma_draft"])
+def test_question_scorer_never_runs_the_lm_head(fixture: str, request) -> None:  # type: ignore[no-untyped-def]
+    """The question scorer reads attention only: its prefill and query forwards skip the vocabulary-sized LM
+    head (merged on llama, in separate passes on gemma3); the look-ahead scorer still runs it for its next
+    tokens."""
+    draft: DraftModel = request.getfixturevalue(fixture)
+    head = draft.model.get_output_embeddings()
+    calls = []
+    hook = head.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        context, q = make_text(300, seed=5), "what happened there?"
+        draft.score([context], q, config=CompressionConfig())
+        draft.score_incremental([context], q, config=CompressionConfig(), state=DraftPrefix(draft.name))
+        assert calls == []
+        lookahead = CompressionConfig().with_experimental(scorer="lookahead", heads=())
+        draft.score([context], q, config=lookahead)
+        assert len(calls) == lookahead.experimental.lookahead + 1  # one per query step
+    finally:
+        hook.remove()
+
+
 def test_auto_heads_use_the_drafts_retrieval_heads(tiny_llama_draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """heads="auto": the draft's retrieval heads in the question scorer, every head otherwise or when it has none."""
     context, q = make_text(200, seed=6), "what happened?"
@@ -299,17 +320,19 @@ def test_missing_heads_file_still_calibrates_once(embedded_tiny: list[str]) -> N
 
 
 class _Forwards:
-    """Counts the draft model's forwards (monkeypatched over ``model.forward``)."""
+    """Counts the draft model's forwards (monkeypatched over the decoder's ``forward``, which every forward runs,
+    with or without the LM head)."""
 
     def __init__(self, draft: DraftModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
         self.n = 0
-        real = draft.model.forward
+        decoder = draft.model.base_model
+        real = decoder.forward
 
         def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
             self.n += 1
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(draft.model, "forward", counted)
+        monkeypatch.setattr(decoder, "forward", counted)
 
     def take(self) -> int:
         n, self.n = self.n, 0

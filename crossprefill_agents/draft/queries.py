@@ -104,12 +104,15 @@ def _merged_votes(query_ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
     voters = heads_by_layer(w.layer_heads, w.heads, layers=_layers(w))
     weights = w.merged_forward(list(query_ids), list(w.null_ids), w.cache, w.ctx_end, voters)
     total = w.ctx_end + len(query_ids) + len(w.null_ids)
-    rows = _context_rows(weights, None, total, w)  # per layer (voters, rows, n_ctx)
+    # Pooling along keys is linear, so the means over the query rows are pooled, not every row.
+    rows = _context_rows(weights, None, total, w, pool=False)  # per layer (voters, rows, n_ctx)
     asked, null = _Mean(_skip(query_ids, w)), _Mean(_skip(w.null_ids, w))
     asked.add(0, [r[:, : len(query_ids)] for r in rows], None)
     null.add(0, [r[:, len(query_ids) :] for r in rows], None)
     w.cache.crop(w.ctx_end - w.cache.get_seq_length())
-    return _vote(asked.mean(), w, null.mean(), chosen=True), len(query_ids) + len(w.null_ids)
+    kernel = w.config.experimental.pool_kernel
+    asked_rows, null_rows = ([pool_along_keys(r, kernel) if len(r) else r for r in m.mean()] for m in (asked, null))
+    return _vote(asked_rows, w, null_rows, chosen=True), len(query_ids) + len(w.null_ids)
 
 
 def lookahead_votes(ids: list[int], w: Window) -> tuple[torch.Tensor, int]:
@@ -188,19 +191,27 @@ def _skip(ids: Sequence[int], w: Window) -> int:
 
 
 def _context_rows(
-    attentions: Sequence[torch.Tensor], voters: tuple[tuple[int, ...], ...] | None, total: int, w: Window
+    attentions: Sequence[torch.Tensor],
+    voters: tuple[tuple[int, ...], ...] | None,
+    total: int,
+    w: Window,
+    *,
+    pool: bool = True,
 ) -> Rows:
     """Each layer's ``(1, heads, q, k)`` weights (the last ``k`` of ``total`` positions) -> the voters' (all
-    heads' when ``voters`` is None) ``(heads, q, n_ctx)`` rows, renormalised over the context and pooled."""
+    heads' when ``voters`` is None) ``(heads, q, n_ctx)`` rows, renormalised over the context and (``pool``)
+    pooled along keys."""
     rows = []
     for layer, a in enumerate(attentions):
         a = a[0] if voters is None else a[0, list(voters[layer])]
         heads, q, k = a.shape
         att = context_slice(a.reshape(heads * q, k), total_keys=total, ctx_start=w.ctx_start, ctx_end=w.ctx_end)
         att = att.reshape(heads, q, w.ctx_end - w.ctx_start)  # (heads, q, n_ctx)
-        rows.append(
-            pool_along_keys(renormalize_over_context(att), w.config.experimental.pool_kernel) if heads else att.float()
-        )
+        if heads:
+            att = renormalize_over_context(att)
+            rows.append(pool_along_keys(att, w.config.experimental.pool_kernel) if pool else att)
+        else:
+            rows.append(att.float())
     return rows
 
 

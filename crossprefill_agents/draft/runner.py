@@ -109,6 +109,14 @@ class DraftModel:
         self._tokenized_lock = threading.Lock()
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        # The decoder under the LM head, for forwards that need no logits (the prefill and the question scorer's
+        # passes): reading the head costs one vocabulary-sized matrix per forward (SmolLM2: 28M weights,
+        # Gemma-3: 168M). None: the model has no separate decoder and runs whole.
+        base = getattr(model, "base_model", None)
+        self._decoder: Any = base if isinstance(base, torch.nn.Module) and base is not model else None
+        if self._decoder is not None:
+            decoder_params = inspect.signature(self._decoder.forward).parameters
+            self._decoder_cache_kw = "cache" if "cache" in decoder_params else "past_key_values"
         self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
         self.eos_ids = frozenset(_eos_ids(model, tokenizer))
         types = getattr(model.config, "layer_types", None) or []
@@ -371,12 +379,13 @@ class DraftModel:
                 separator_ids=self.tokenize(x.query_separator).ids.tolist(),
                 null_ids=null_ids,
                 eos_ids=self.eos_ids,
-                forward=self._eager_forward,
+                forward=self._query_forward if question else self._eager_forward,
                 fused_forward=self._fused_forward if self.fuses_null else None,
                 merged_forward=self._merged(pending, depth) if merge else None,
                 layer_heads=(int(self.model.config.num_attention_heads),) * depth,
             )
-            with self._attention(prefill=False):
+            # The merged forward picks its own attention (draft/split.py): no switch to eager for it.
+            with contextlib.nullcontext() if merge else self._attention(prefill=False):
                 votes, n_query = question_votes(ids[ctx_end:], window) if question else lookahead_votes(ids, window)
             t2 = time.perf_counter()
             if state is not None:
@@ -418,20 +427,26 @@ class DraftModel:
         finally:
             self._lock.release()
 
-    def _forward(self, ids: list[int], cache: Any, *, attentions: bool = False, **extra: Any) -> Any:
-        """One forward of ``ids`` extending ``cache``, last-token logits only (and attention weights if asked)."""
+    def _forward(
+        self, ids: list[int], cache: Any, *, attentions: bool = False, logits: bool = False, **extra: Any
+    ) -> Any:
+        """One forward of ``ids`` extending ``cache``, with attention weights if asked; ``logits``: the last
+        token's logits too (else the LM head is skipped where the model has a separate decoder)."""
         device = next(self.model.parameters()).device
         if attentions:
             extra["output_attentions"] = True
-        return self.model(
-            input_ids=torch.tensor([ids], device=device),
-            use_cache=True,
-            logits_to_keep=1,
-            **{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extra.items()},
-            **{self._cache_kw: cache},
-        )
+        extra = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extra.items()}
+        x = torch.tensor([ids], device=device)
+        if not logits and self._decoder is not None:
+            return self._decoder(input_ids=x, use_cache=True, **extra, **{self._decoder_cache_kw: cache})
+        return self.model(input_ids=x, use_cache=True, logits_to_keep=1, **extra, **{self._cache_kw: cache})
 
     def _eager_forward(self, ids: list[int], cache: Any) -> Any:
+        """The look-ahead's forward: attention weights and the last token's logits (its next token)."""
+        return self._forward(ids, cache, attentions=True, logits=True)
+
+    def _query_forward(self, ids: list[int], cache: Any) -> Any:
+        """The question scorer's eager forward: attention weights only."""
         return self._forward(ids, cache, attentions=True)
 
     def _fused_forward(self, ids: list[int], cache: Any, n_null: int, ctx_end: int) -> Any:
