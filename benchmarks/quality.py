@@ -819,6 +819,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--datasets", nargs="+", default=None, help="datasets (peers and targets follow)")
     ap.add_argument("--peer-methods", nargs="+", default=None, choices=list(PEERS), help="which LLMLingua peers run")
     ap.add_argument("--peer-rates", nargs="+", type=float, default=None, help="keep rates the peers run at")
+    ap.add_argument(
+        "--peer-datasets",
+        nargs="+",
+        default=None,
+        help="datasets the peers run on (default: the plan's, within --datasets); peer records stored for "
+        "the others are still reported",
+    )
     ap.add_argument("--name", default=None, help="results file stem under benchmarks/results/")
     ap.add_argument("--fresh", action="store_true", help="drop the stored records (NAME.jsonl) instead of resuming")
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown and plots from the JSON")
@@ -847,6 +854,12 @@ def main(argv: list[str] | None = None) -> None:
         overrides["peer_methods"] = tuple(args.peer_methods)
     if args.peer_rates:
         overrides["peer_rates"] = tuple(args.peer_rates)
+    if args.peer_datasets:
+        datasets = overrides.get("datasets", plan.datasets)
+        unknown = sorted(set(args.peer_datasets) - set(datasets))
+        if unknown:
+            ap.error(f"--peer-datasets {', '.join(unknown)}: not among the plan's datasets {', '.join(datasets)}")
+        overrides["peer_datasets"] = tuple(args.peer_datasets)
     if args.name:
         overrides["name"] = args.name
     plan = replace(plan, **overrides)

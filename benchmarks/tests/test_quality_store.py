@@ -6,7 +6,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.quality import PEERS_PLAN, Record, Store, _in_plan
+import pytest
+
+from benchmarks.quality import PEERS_PLAN, Record, Store, _in_plan, main
 
 
 def _record(example: str, method: str = "ours/smollm2-135m", rate: float = 0.25) -> Record:
@@ -88,3 +90,13 @@ def test_a_run_reports_only_the_records_its_plan_asks_for() -> None:
     assert not _in_plan(plan, ids, _record("squad/3/4000", method="llmlingua/smollm2-135m"))
     assert _in_plan(plan, ids, _record("squad/3/4000", method="bm25/sentence"))
     assert not _in_plan(replace(plan, peers=False), ids, _record("squad/3/4000", method="longllmlingua/smollm2-135m"))
+
+
+def test_peers_run_on_fewer_datasets_still_report_their_stored_records() -> None:
+    """``--peer-datasets`` narrows where the peers run; a peer record stored for another dataset of the plan
+    is still reported, and a peer dataset outside the plan's datasets is refused before anything runs."""
+    plan = replace(PEERS_PLAN, peer_rates=(0.1, 0.25, 0.5), peer_datasets=("hotpotqa",))
+    ids = {"squad/3/4000"}
+    assert _in_plan(plan, ids, _record("squad/3/4000", method="longllmlingua/smollm2-135m"))
+    with pytest.raises(SystemExit):
+        main(["--datasets", "hotpotqa", "--peer-datasets", "squad_paraphrase", "--report-only", "--name", "none"])
