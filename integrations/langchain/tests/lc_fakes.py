@@ -155,5 +155,5 @@ def broken_compressor() -> PromptCompressor:
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("draft exploded")
 
-    draft.model.forward = fail
+    draft.model.base_model.forward = fail  # the decoder: every forward runs it, with or without the LM head
     return PromptCompressor(draft, target=len, config=CompressionConfig(min_tokens=0))
