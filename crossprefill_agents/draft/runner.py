@@ -29,7 +29,7 @@ from ..results import DraftError, DraftScores, DraftTimeoutError, TokenizedText
 from ..text import sanitize
 from .prefix import DraftPrefix
 from .queries import NULL_QUERY, Window, check_deadline, lookahead_votes, now, question_votes
-from .split import SplitPlan, additive_mask, planned, register
+from .split import PAST_SPLIT_ROWS, SplitPlan, additive_mask, planned, register
 
 __all__ = ["DEFAULT_WINDOW", "DraftModel"]
 
@@ -108,15 +108,14 @@ class DraftModel:
         self._tokenized: OrderedDict[str, TokenizedText] = OrderedDict()  # text -> its read-only tokens
         self._tokenized_lock = threading.Lock()
         params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = _cache_keyword(model)
         # The decoder under the LM head, for forwards that need no logits (the prefill and the question scorer's
         # passes): reading the head costs one vocabulary-sized matrix per forward (SmolLM2: 28M weights,
         # Gemma-3: 168M). None: the model has no separate decoder and runs whole.
         base = getattr(model, "base_model", None)
         self._decoder: Any = base if isinstance(base, torch.nn.Module) and base is not model else None
         if self._decoder is not None:
-            decoder_params = inspect.signature(self._decoder.forward).parameters
-            self._decoder_cache_kw = "cache" if "cache" in decoder_params else "past_key_values"
+            self._decoder_cache_kw = _cache_keyword(self._decoder)
         self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
         self.eos_ids = frozenset(_eos_ids(model, tokenizer))
         types = getattr(model.config, "layer_types", None) or []
@@ -399,7 +398,7 @@ class DraftModel:
         with self._attention(prefill=True):
             if deadline is None:
                 for i in range(0, len(ids), block):
-                    self._forward(ids[i : i + block], cache)
+                    self._prefill_block(ids[i : i + block], cache)
                 return
             low, high = TIMED_BLOCK_S
             share = min(high, max(low, (deadline - now()) / 8))  # seconds one block may take
@@ -407,11 +406,22 @@ class DraftModel:
             while i < len(ids):
                 check_deadline(deadline)
                 t0 = now()
-                self._forward(ids[i : i + size], cache)
+                self._prefill_block(ids[i : i + size], cache)
                 i += size
                 rate = size / max(now() - t0, 1e-6)  # tokens per second of this block
                 size = int(min(block, max(16, rate * share)))
         check_deadline(deadline)
+
+    def _prefill_block(self, ids: list[int], cache: Any) -> None:
+        """One prefill forward. A long block after a cached past, on a draft that runs the split attention, reads
+        the past and itself in two fused passes (draft/split.py) instead of one under a mask; else fused as is."""
+        past = cache.get_seq_length()
+        on_cpu = next(self.model.parameters()).device.type == "cpu"
+        if not (self.fuses_null and past and len(ids) >= PAST_SPLIT_ROWS and on_cpu):
+            self._forward(ids, cache)
+            return
+        with planned(SplitPlan(0, past, None, ())), self._implementation(register()):
+            self._forward(ids, cache)
 
     @contextlib.contextmanager
     def _locked(self, deadline: float | None) -> Iterator[None]:
@@ -508,10 +518,7 @@ class DraftModel:
         seen[:nq, : ctx_end + nq] = torch.ones((nq, ctx_end + nq), dtype=torch.bool).tril(ctx_end)
         seen[nq:, :ctx_end] = True
         seen[nq:, ctx_end + nq :] = torch.ones((nn, nn), dtype=torch.bool).tril()
-        body_mask = None
-        if past and body:
-            body_mask = additive_mask(torch.ones((len(body), ctx_end), dtype=torch.bool).tril(past), dtype)
-        plan = SplitPlan(nq + nn, body_mask, additive_mask(seen, dtype), voters)
+        plan = SplitPlan(nq + nn, past, additive_mask(seen, dtype), voters)
         positions = [*range(past, ctx_end + nq), *range(ctx_end, ctx_end + nn)]
         with planned(plan), self._implementation(register()):
             self._forward([*body, *query_ids, *null_ids], cache, position_ids=torch.tensor([positions]))
@@ -550,6 +557,11 @@ class DraftModel:
             yield
         finally:
             self.model.set_attn_implementation(original)
+
+
+def _cache_keyword(module: Any) -> str:
+    """The keyword ``module.forward`` takes its KV cache by (``cache`` in newer transformers)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
