@@ -5,10 +5,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.answers import answer_contained, load_store, paired_bootstrap, report, summarize
+from benchmarks.answers import (
+    ANSWER_TOKENS,
+    MAX_NEW_TOKENS,
+    answer_contained,
+    load_store,
+    paired_bootstrap,
+    report,
+    summarize,
+)
+from benchmarks.data import load_examples
 from benchmarks.ttft import kept_rows
 from benchmarks.ttft import report as ttft_report
 from benchmarks.ttft import summarize as ttft_summarize
+
+
+def test_the_answer_cap_fits_every_needle_answer() -> None:
+    """The needles' gold answers fit the target's answer cap: a byte-level BPE (Qwen's) never takes more tokens
+    than bytes. 24 tokens cut the key-value needle's 36-character UUID short, so no answer could match."""
+    for ds in ("niah_passkey", "niah_kv"):
+        cap = ANSWER_TOKENS.get(ds, MAX_NEW_TOKENS)
+        for ex in load_examples(ds, n=10, context_tokens=600, seed=0, count=lambda t: len(t.split())):
+            assert max(len(a.encode()) for a in ex.answers) <= cap, (ds, ex.answers)
 
 
 def test_answer_contained_is_normalised_whole_words() -> None:
