@@ -518,7 +518,8 @@ class DraftModel:
         seen[:nq, : ctx_end + nq] = torch.ones((nq, ctx_end + nq), dtype=torch.bool).tril(ctx_end)
         seen[nq:, :ctx_end] = True
         seen[nq:, ctx_end + nq :] = torch.ones((nn, nn), dtype=torch.bool).tril()
-        plan = SplitPlan(nq + nn, past, additive_mask(seen, dtype), voters)
+        device = next(self.model.parameters()).device
+        plan = SplitPlan(nq + nn, past, additive_mask(seen, dtype).to(device), voters)
         positions = [*range(past, ctx_end + nq), *range(ctx_end, ctx_end + nn)]
         with planned(plan), self._implementation(register()):
             self._forward([*body, *query_ids, *null_ids], cache, position_ids=torch.tensor([positions]))

@@ -130,6 +130,8 @@ def attend_after_past(
     ``(1, kv_heads, past + q, d)`` and the last ``q`` causally -> ``(1, q, heads, d)``, as one pass under that
     mask computes it. Two fused passes instead (CPU flash attention: over the past unmasked, over the rows' own
     keys causally), each with its log-sum-exp, are merged in float32."""
+    if not 0 < past < key.shape[2]:
+        raise ValueError(f"attend_after_past needs 1 to {key.shape[2] - 1} past keys, got {past}")
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # the CPU kernel that returns the log-sum-exp takes one key/value head per query head
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
