@@ -50,8 +50,10 @@ def test_20k_token_context_with_the_8k_smollm2(smollm2: DraftModel, essays: str)
 def test_incremental_scoring_matches_from_scratch(real_draft: DraftModel, essays: str, dtype: str) -> None:
     """Three agent turns of real text: scores from the kept draft cache equal fresh scoring, for the default and
     the published scorer. float32: max abs diff under 1e-4 of the largest score. bfloat16 rounds every block's
-    activations, so a cache built over other blocks differs by a few percent of the largest score (measured
-    2.9-3.6%); the scores still rank alike (correlation > 0.99)."""
+    activations, so a cache built over other blocks differs by a few percent of the largest score: 2.9-3.6% on one
+    machine, and on an AMD EPYC (avx512_bf16) 12.5% at a single token, the context's first, which takes 2.4x the
+    next score as the attention sink, with 99% of the scores within 3.2%. So bfloat16 is held to what selection
+    reads: 99% of the scores within 5% of the largest, the same top quarter (>= 95% shared), correlation > 0.99."""
     import numpy as np
 
     from crossprefill_agents.draft import DraftPrefix
@@ -71,7 +73,10 @@ def test_incremental_scoring_matches_from_scratch(real_draft: DraftModel, essays
                 assert diff < 1e-4 * max(1.0, scale)
             else:
                 a, b = np.concatenate(inc.scores), np.concatenate(ref.scores)
-                assert diff < 0.1 * max(1.0, scale) and float(np.corrcoef(a, b)[0, 1]) > 0.99
+                quarter = len(b) // 4
+                shared = len(set(np.argsort(-a)[:quarter]) & set(np.argsort(-b)[:quarter])) / quarter
+                assert float(np.percentile(np.abs(a - b), 99)) < 0.05 * max(1.0, scale), diff
+                assert shared >= 0.95 and float(np.corrcoef(a, b)[0, 1]) > 0.99, (shared, diff)
 
 
 def test_embedded_drafts_come_with_retrieval_heads_that_find_the_passkey(real_draft: DraftModel, essays: str) -> None:
